@@ -1,0 +1,5 @@
+import sys
+
+from fedforget.cli import main
+
+sys.exit(main())

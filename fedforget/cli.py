@@ -1,0 +1,69 @@
+"""``fedforget`` command line: run scenarios, list methods, build reports."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_CONFIG = 2
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from fedforget.config import ConfigError, load_scenario
+    from fedforget.runner import default_out, run
+
+    overrides = list(args.overrides)
+    if args.engine:
+        overrides.append(f"runtime.engine={args.engine}")
+    try:
+        sc = load_scenario(args.config, overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    out = Path(args.out) if args.out else default_out(sc)
+    result = run(sc, out=out, progress=not args.no_progress, verbose=args.verbose)
+    print(f"run directory: {result.run_dir}")
+    print(f"final test accuracy (original): {result.final():.4f}")
+    return 0
+
+
+def _cmd_methods(args: argparse.Namespace) -> int:
+    from fedforget.unlearning import METHODS
+
+    for name in sorted(METHODS):
+        cls = METHODS[name]
+        print(f"{name}: {cls.summary}")
+        print(f"  needs: {cls.needs}")
+        for field, info in cls.Params.model_fields.items():
+            desc = f" - {info.description}" if info.description else ""
+            print(f"  {field} = {info.default!r}{desc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fedforget",
+        description="Federated-unlearning simulator on Flower, PyTorch and Ray.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run a scenario TOML file")
+    r.add_argument("config", help="scenario TOML file")
+    r.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.rounds=5")
+    r.add_argument("--engine", choices=["ray", "inline"], help="override runtime.engine")
+    r.add_argument("--out", help="run directory (default runs/<name>-<timestamp>)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--verbose", action="store_true", help="show Ray and Flower logs")
+    r.set_defaults(func=_cmd_run)
+    m = sub.add_parser("methods", help="list unlearning methods, their parameters and defaults")
+    m.set_defaults(func=_cmd_methods)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,285 @@
+"""Scenario schema, TOML loading and ``key=value`` overrides.
+
+A scenario is one TOML file. Every key is validated by pydantic; unknown keys are
+errors (a typo must never silently fall back to a default). Overrides given on the
+command line as dotted ``section.key=value`` pairs are parsed as TOML values and
+typed by the schema.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+EMBEDDED_DATASETS = ("digits", "mnist5k", "synthetic")
+PARTITIONERS = ("iid", "dirichlet", "pathological", "shard")
+MODELS = ("logreg", "mlp", "cnn")
+
+
+class ConfigError(ValueError):
+    """A scenario file or override is invalid; the message names file and key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticConfig(_Section):
+    """``make_classification`` task: memorisation-prone stand-in for Purchase-100."""
+
+    samples: int = Field(4000, ge=100)
+    features: int = Field(200, ge=2)
+    informative: int = Field(40, ge=1)
+    classes: int = Field(20, ge=2)
+
+    @model_validator(mode="after")
+    def _check(self) -> SyntheticConfig:
+        if self.informative > self.features:
+            raise ValueError("informative must be <= features")
+        if self.classes * 2 > 2**self.informative:
+            raise ValueError("classes * 2 must be <= 2**informative (make_classification)")
+        return self
+
+
+class DataConfig(_Section):
+    dataset: str = "digits"
+    partitioner: Literal["iid", "dirichlet", "pathological", "shard"] = "iid"
+    alpha: float = Field(0.5, gt=0)
+    classes_per_client: int = Field(2, ge=1)
+    shards_per_client: int = Field(2, ge=1)
+    num_clients: int = Field(10, ge=1, le=1000)
+    holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+    @model_validator(mode="after")
+    def _check_dataset(self) -> DataConfig:
+        if self.dataset not in EMBEDDED_DATASETS and not (
+            self.dataset.startswith("hf:") and len(self.dataset) > 3
+        ):
+            raise ValueError(
+                f"unknown dataset {self.dataset!r}; expected one of "
+                f"{', '.join(EMBEDDED_DATASETS)} or hf:<hub id>"
+            )
+        return self
+
+
+class ModelConfig(_Section):
+    name: Literal["logreg", "mlp", "cnn"] = "mlp"
+    hidden: list[int] = Field(default_factory=lambda: [128])
+
+    @model_validator(mode="after")
+    def _check_hidden(self) -> ModelConfig:
+        if any(h < 1 for h in self.hidden):
+            raise ValueError("hidden sizes must be >= 1")
+        return self
+
+
+class TrainConfig(_Section):
+    rounds: int = Field(20, ge=1, le=100_000)
+    fraction: float = Field(1.0, gt=0.0, le=1.0)
+    local_epochs: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(0.05, gt=0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+
+
+class RuntimeConfig(_Section):
+    engine: Literal["ray", "inline"] = "ray"
+    num_cpus: float = Field(1.0, gt=0)
+    num_gpus: float = Field(0.0, ge=0)
+    address: str = ""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class Event(_Section):
+    """Something that happens to one or more clients at the start of a round.
+
+    ``kind`` selects what is removed. Only ``withdraw`` (the whole client) is
+    implemented; the type carries ``fraction`` / ``label`` so that
+    ``delete_fraction`` and ``delete_class`` fit without a schema rewrite.
+    """
+
+    round: int = Field(ge=1)
+    client: int | None = Field(None, ge=0)
+    clients: list[int] | None = None
+    kind: Literal["withdraw"] = "withdraw"
+    witness: Literal["backdoor", "canary"] | None = None
+    witness_fraction: float = Field(0.1, gt=0.0, le=1.0)
+    witness_label: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_client_spec(self) -> Event:
+        if (self.client is None) == (self.clients is None):
+            raise ValueError("give exactly one of 'client' or 'clients'")
+        if self.clients is not None:
+            if not self.clients:
+                raise ValueError("'clients' must not be empty")
+            if len(set(self.clients)) != len(self.clients):
+                raise ValueError("'clients' lists a client twice")
+            if any(c < 0 for c in self.clients):
+                raise ValueError("client ids must be >= 0")
+        return self
+
+    @property
+    def client_ids(self) -> list[int]:
+        return [self.client] if self.client is not None else list(self.clients or [])
+
+
+class UnlearningConfig(_Section):
+    """Which methods run as arms, and their parameters (``[unlearning.<method>]``)."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    methods: list[str] = Field(default_factory=list)
+    recovery_rounds: int = Field(5, ge=0)
+
+
+class OracleConfig(_Section):
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    attack: Literal["loss", "population", "lira"] = "loss"
+
+
+class Scenario(_Section):
+    name: str = "scenario"
+    seed: int = Field(0, ge=0)
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    events: list[Event] = Field(default_factory=list)
+    unlearning: UnlearningConfig = UnlearningConfig()
+    oracle: OracleConfig = OracleConfig()
+
+    @model_validator(mode="after")
+    def _check_events(self) -> Scenario:
+        seen: set[int] = set()
+        for i, ev in enumerate(self.events):
+            if ev.round > self.train.rounds:
+                raise ValueError(
+                    f"events[{i}].round = {ev.round} is after the last round "
+                    f"({self.train.rounds})"
+                )
+            for c in ev.client_ids:
+                if c >= self.data.num_clients:
+                    raise ValueError(
+                        f"events[{i}]: client {c} does not exist "
+                        f"(num_clients = {self.data.num_clients})"
+                    )
+                if c in seen:
+                    raise ValueError(f"events[{i}]: client {c} withdraws twice")
+                seen.add(c)
+        if self.events and len(seen) >= self.data.num_clients:
+            raise ValueError("every client withdraws; at least one must remain")
+        return self
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        """Every value, defaults filled in, ready for ``tomli_w``."""
+        return _drop_none(self.model_dump(mode="json"))
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_toml_dict())
+
+    def withdrawn_clients(self) -> list[int]:
+        return [c for ev in self.events for c in ev.client_ids]
+
+
+def _drop_none(obj: Any) -> Any:
+    # TOML has no null: an unset optional key is simply absent.
+    if isinstance(obj, dict):
+        return {k: _drop_none(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, list):
+        return [_drop_none(v) for v in obj]
+    return obj
+
+
+def _parse_value(raw: str) -> Any:
+    """Parse an override value as a TOML value; bare words stay strings."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
+    """Apply dotted ``key=value`` overrides to a raw scenario dictionary."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"{source}: override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        parts = key.split(".")
+        if not key or any(not p for p in parts):
+            raise ConfigError(f"{source}: override {item!r} has an empty key")
+        node = data
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"{source}: override key {key!r}: {p!r} is not a table")
+            node = nxt
+        node[parts[-1]] = _parse_value(raw.strip())
+    return data
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{source}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def scenario_from_dict(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
+    """Validate a raw dictionary, raising :class:`ConfigError` naming source and key."""
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+    _check_method_tables(scenario, source)
+    return scenario
+
+
+def _check_method_tables(scenario: Scenario, source: str) -> None:
+    # Method parameter tables are validated by the method registry, which lives in
+    # fedforget.unlearning; imported lazily to keep config import-light.
+    from fedforget.unlearning import validate_unlearning_config
+
+    try:
+        validate_unlearning_config(scenario)
+    except ValueError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
+    """Load a scenario TOML file and apply overrides."""
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        raise ConfigError(f"{source}: file not found")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{source}: malformed TOML: {err}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source}: not a UTF-8 text file") from None
+    apply_overrides(data, overrides or [], source)
+    return scenario_from_dict(data, source)
+
+
+def with_overrides(scenario: Scenario, overrides: list[str]) -> Scenario:
+    """A new scenario with overrides applied to an existing one."""
+    if not overrides:
+        return scenario
+    data = scenario.model_dump(mode="json")
+    apply_overrides(data, overrides, f"<{scenario.name}>")
+    return scenario_from_dict(_drop_none(data), f"<{scenario.name}>")

@@ -1,0 +1,67 @@
+"""Accuracy-type metrics of a global model, computed by the auditor (the
+simulator's ground truth), never by the federation protocol.
+
+Rows are ``(client, metric, value)``; ``client`` is None for global metrics.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedforget.data.federated import FederatedData
+from fedforget.training import accuracy_on_labels, evaluate
+
+Row = tuple[int | None, str, float]
+
+
+class Auditor:
+    """Pre-assembled evaluation sets for one scenario.
+
+    Parameters
+    ----------
+    fd : FederatedData
+    watched : list of int
+        Clients whose per-client metrics are tracked (the withdrawn ones).
+    remaining : list of int
+        Clients that never withdraw: their train parts form the retain set.
+    """
+
+    def __init__(self, fd: FederatedData, watched: list[int], remaining: list[int]) -> None:
+        self.fd = fd
+        self.watched = list(watched)
+        self.test = fd.test()
+        self.forget = {c: fd.client_train(c) for c in watched}
+        retain_ids = (
+            np.concatenate([fd.train_ids[c] for c in remaining]) if remaining else np.array([], dtype=np.int64)
+        )
+        self.retain = fd.tensors(retain_ids)
+        self.witness = {
+            c: (torch.from_numpy(fd.x[fd.witness_ids[c]]), torch.from_numpy(fd.witness_labels[c]))
+            for c in watched
+            if c in fd.witness_ids
+        }
+        self.triggered = None
+        if fd.x_test_triggered is not None:
+            x = torch.from_numpy(fd.x_test_triggered)
+            self.triggered = (x, torch.full((len(x),), fd.test_triggered_label, dtype=torch.long))
+
+    def rows(self, model: nn.Module) -> list[Row]:
+        """Global ``test_loss``/``test_accuracy``; per watched client
+        ``forget_accuracy``, ``retain_accuracy`` and ``witness_accuracy``."""
+        out: list[Row] = []
+        loss, acc = evaluate(model, *self.test)
+        out += [(None, "test_loss", loss), (None, "test_accuracy", acc)]
+        retain_acc = evaluate(model, *self.retain)[1] if len(self.retain[1]) else float("nan")
+        for c in self.watched:
+            out.append((c, "forget_accuracy", evaluate(model, *self.forget[c])[1]))
+            out.append((c, "retain_accuracy", retain_acc))
+            if c in self.witness:
+                if self.triggered is not None:
+                    # Backdoor: the trigger's effect on clean test images.
+                    w_acc = accuracy_on_labels(model, *self.triggered)
+                else:
+                    w_acc = accuracy_on_labels(model, *self.witness[c])
+                out.append((c, "witness_accuracy", w_acc))
+        return out

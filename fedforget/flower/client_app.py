@@ -1,0 +1,176 @@
+"""The fedforget ClientApp.
+
+Each virtual SuperNode is one client; ``partition-id`` in its node config picks
+its data. Its raw data never leaves this module: replies carry weights, gradients
+or statistics only.
+
+Message types handled:
+
+- ``train``: local training from the received global weights.
+- ``evaluate``: loss/accuracy of the received weights on the client's held-out part.
+- ``train.unlearn``: a method's client-side operation (``config["op"]``), looked up
+  in :data:`fedforget.unlearning.CLIENT_OPS`.
+- ``query.whoami``: the client's partition id (the server maps nodes to clients).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedforget.config import Scenario, load_scenario, scenario_from_dict
+from fedforget.data import federated_data_for
+from fedforget.models import build_model, get_device
+from fedforget.training import evaluate, train_local
+from fedforget.unlearning import CLIENT_OPS, ClientData
+
+
+@lru_cache(maxsize=4)
+def _scenario_from_json(text: str) -> Scenario:
+    import json
+
+    return scenario_from_dict(json.loads(text), "<run_config>")
+
+
+def scenario_from_context(context: Context) -> Scenario:
+    """The scenario of a ``flwr run`` app: ``scenario-json`` or a ``scenario`` path
+    (plus space-separated ``overrides``) in the run config."""
+    rc = context.run_config
+    if "scenario-json" in rc:
+        return _scenario_from_json(str(rc["scenario-json"]))
+    if "scenario" in rc:
+        overrides = str(rc.get("overrides", "")).split()
+        return load_scenario(str(rc["scenario"]), overrides)
+    raise ValueError("run config has neither 'scenario' nor 'scenario-json'")
+
+
+def _client_data(scenario: Scenario, pid: int) -> ClientData:
+    fd = federated_data_for(scenario)
+    if not 0 <= pid < fd.num_clients:
+        raise ValueError(f"partition-id {pid} out of range (num_clients = {fd.num_clients})")
+    x, y = fd.client_train(pid)
+    xh, yh = fd.client_holdout(pid)
+    return ClientData(pid, x, y, xh, yh, fd.num_classes, get_device(scenario.runtime.device))
+
+
+def _model(scenario: Scenario, arrays: ArrayRecord, device: torch.device) -> torch.nn.Module:
+    fd = federated_data_for(scenario)
+    model = build_model(scenario.model.name, fd.input_shape, fd.num_classes, scenario.model.hidden, seed=0)
+    model.load_state_dict(arrays.to_torch_state_dict())
+    return model.to(device)
+
+
+def _reply(message: Message, arrays: ArrayRecord | None, metrics: dict, meta: dict) -> Message:
+    content = RecordDict()
+    if arrays is not None:
+        content["arrays"] = arrays
+    content["metrics"] = MetricRecord(metrics)
+    content["meta"] = ConfigRecord(meta)
+    return Message(content=content, reply_to=message)
+
+
+def make_client_app(scenarios: list[Scenario] | None = None) -> ClientApp:
+    """Build the ClientApp.
+
+    With ``scenarios`` bound it ignores the run config (how ``fedforget run``
+    passes scenarios to Ray actors); a message's ``config["sc"]`` picks one, so
+    several scenarios (seeds, sweeps) share one runtime.
+    """
+    app = ClientApp()
+
+    def setup(context: Context, message: Message | None = None) -> tuple[Scenario, int]:
+        if scenarios is not None:
+            idx = 0
+            if message is not None and "config" in message.content.config_records:
+                idx = int(message.content["config"].get("sc", 0))
+            sc = scenarios[idx]
+        else:
+            sc = scenario_from_context(context)
+        # Same thread count on every engine, so float reductions match bit for bit.
+        torch.set_num_threads(max(1, int(sc.runtime.num_cpus)))
+        return sc, int(context.node_config["partition-id"])
+
+    @app.query("whoami")
+    def whoami(message: Message, context: Context) -> Message:
+        _, pid = setup(context)
+        return _reply(message, None, {"partition-id": pid}, {"partition-id": pid})
+
+    @app.train()
+    def train(message: Message, context: Context) -> Message:
+        sc, pid = setup(context, message)
+        cfg = message.content["config"]
+        data = _client_data(sc, pid)
+        model = _model(sc, message.content["arrays"], data.device)
+        epochs = float(cfg.get("epochs", sc.train.local_epochs))
+        if epochs <= 0:
+            raise ValueError(f"epochs must be > 0, got {epochs}")
+        x, y = data.x_train, data.y_train
+        steps = 0
+        full, part = int(epochs), epochs - int(epochs)
+        seed = int(cfg["seed"])
+        if full:
+            res = train_local(
+                model, x, y, epochs=full, batch_size=sc.train.batch_size, lr=sc.train.lr,
+                optimizer=sc.train.optimizer, momentum=sc.train.momentum,
+                weight_decay=sc.train.weight_decay, seed=seed, device=data.device,
+            )
+            steps += res.steps
+        if part > 1e-9:
+            # A fractional epoch (FedEraser's calibration) trains on a seeded
+            # subset of that size.
+            g = torch.Generator().manual_seed(seed + 1)
+            idx = torch.randperm(len(y), generator=g)[: max(1, int(round(part * len(y))))]
+            res = train_local(
+                model, x[idx], y[idx], epochs=1, batch_size=sc.train.batch_size, lr=sc.train.lr,
+                optimizer=sc.train.optimizer, momentum=sc.train.momentum,
+                weight_decay=sc.train.weight_decay, seed=seed, device=data.device,
+            )
+            steps += res.steps
+        arrays = ArrayRecord(model.cpu().state_dict())
+        metrics = {"num-examples": len(y), "steps": steps, "train-loss": res.loss}
+        meta = {"arm": str(cfg.get("arm", "")), "partition-id": pid, "job": int(cfg.get("job", -1))}
+        return _reply(message, arrays, metrics, meta)
+
+    @app.evaluate()
+    def evaluate_holdout(message: Message, context: Context) -> Message:
+        sc, pid = setup(context, message)
+        data = _client_data(sc, pid)
+        model = _model(sc, message.content["arrays"], data.device)
+        loss, acc = evaluate(model, data.x_holdout, data.y_holdout)
+        metrics = {"num-examples": len(data.y_holdout), "eval-loss": loss, "eval-accuracy": acc}
+        return _reply(message, None, metrics, {"partition-id": pid})
+
+    @app.train("unlearn")
+    def unlearn(message: Message, context: Context) -> Message:
+        sc, pid = setup(context, message)
+        cfg = dict(message.content["config"])
+        op = str(cfg.pop("op"))
+        cfg.pop("sc", None)
+        if op not in CLIENT_OPS:
+            raise ValueError(f"unknown client operation {op!r}")
+        data = _client_data(sc, pid)
+        model = _model(sc, message.content["arrays"], data.device)
+        extra_rec = message.content.array_records.get("extra")
+        extra = {k: v.numpy() for k, v in extra_rec.items()} if extra_rec is not None else {}
+        reply = CLIENT_OPS[op](model, data, extra, cfg)
+        out = RecordDict()
+        out["extra"] = ArrayRecord({k: _as_array(v) for k, v in reply.arrays.items()}) if reply.arrays else ArrayRecord()
+        out["metrics"] = MetricRecord({k: float(v) for k, v in reply.metrics.items()})
+        out["meta"] = ConfigRecord({"arm": str(cfg.get("arm", "")), "partition-id": pid, "op": op})
+        return Message(content=out, reply_to=message)
+
+    return app
+
+
+def _as_array(v):
+    from flwr.app import Array
+
+    return Array(np.ascontiguousarray(np.asarray(v)))
+
+
+# Module-level app for ``flwr run .`` (the scenario comes from the run config).
+app = make_client_app()

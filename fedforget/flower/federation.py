@@ -1,0 +1,274 @@
+"""Message exchange for many arms over one Grid, and the handle methods get.
+
+:class:`FederationRuntime` owns the node <-> client mapping, sends every arm's
+messages of a round in one batch (so the backend can run them in parallel),
+records each message in the events log, accounts bytes and client steps, and
+stops the run with a clear error when a client fails.
+
+:class:`FederationHandle` is the narrow view one unlearning method gets during one
+withdrawal event (see :class:`fedforget.unlearning.base.Federation`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from fedforget.flower.strategy import ClientFailure, FedForgetStrategy
+from fedforget.results import RunWriter
+from fedforget.schedule import derive_seed
+from fedforget.unlearning.base import ClientReply, CostRecord, HistoryEntry
+
+EXCHANGE_TIMEOUT_S = 1800.0
+
+
+@dataclass
+class TrainJob:
+    """One arm's training in one round."""
+
+    arm: str
+    round_tag: int | str
+    state: dict[str, torch.Tensor]
+    clients: list[int]
+    epochs: float | None = None
+    keep_client_states: bool = False
+
+
+@dataclass
+class TrainOutcome:
+    state: dict[str, torch.Tensor]  # aggregated (unchanged if nobody trained)
+    client_states: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    num_examples: dict[int, int] = field(default_factory=dict)
+    steps: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+
+
+def _state_to_record(state: dict[str, torch.Tensor]) -> ArrayRecord:
+    return ArrayRecord({k: Array(v.detach().cpu().numpy()) for k, v in state.items()})
+
+
+def _record_to_state(rec: ArrayRecord) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.array(v.numpy(), copy=True)) for k, v in rec.items()}
+
+
+class FederationRuntime:
+    """All message traffic of one scenario run."""
+
+    def __init__(
+        self, grid: Grid, seed: int, num_clients: int, fraction: float, writer: RunWriter, scenario_index: int = 0
+    ) -> None:
+        self.grid = grid
+        self.scenario_index = scenario_index
+        self.writer = writer
+        self.seed = seed
+        self.num_clients = num_clients
+        node_of = self._discover(num_clients)
+        self.strategy = FedForgetStrategy(seed, num_clients, node_of, fraction, scenario_index)
+
+    # -- plumbing ---------------------------------------------------------------
+    def _exchange(self, messages: list[Message], what: str) -> list[Message]:
+        if not messages:
+            return []
+        for m in messages:
+            cfg = m.content.config_records.get("config")
+            self.writer.event(
+                "message",
+                type=m.metadata.message_type,
+                client=self._client_of_node(m.metadata.dst_node_id),
+                arm=str(cfg["arm"]) if cfg is not None and "arm" in cfg else "",
+                round=str(cfg["round"]) if cfg is not None and "round" in cfg else "",
+                op=str(cfg["op"]) if cfg is not None and "op" in cfg else "",
+            )
+        replies = list(self.grid.send_and_receive(messages, timeout=EXCHANGE_TIMEOUT_S))
+        if len(replies) != len(messages):
+            raise ClientFailure(
+                f"{what}: {len(messages) - len(replies)} of {len(messages)} clients did not reply "
+                f"within {EXCHANGE_TIMEOUT_S:.0f} s"
+            )
+        if hasattr(self, "strategy"):
+            return self.strategy.check_replies(replies)
+        for r in replies:
+            if r.has_error():
+                raise ClientFailure(f"{what}: node {r.metadata.src_node_id} failed: {r.error.reason}")
+        return replies
+
+    def _client_of_node(self, node_id: int) -> int | None:
+        if hasattr(self, "strategy"):
+            return self.strategy.client_of.get(node_id)
+        return None
+
+    def _discover(self, num_clients: int) -> dict[int, int]:
+        node_ids = sorted(self.grid.get_node_ids())
+        if len(node_ids) != num_clients:
+            raise RuntimeError(
+                f"the federation has {len(node_ids)} nodes but the scenario has {num_clients} clients"
+            )
+        msgs = [
+            Message(content=RecordDict(), message_type=MessageType.QUERY + ".whoami", dst_node_id=n)
+            for n in node_ids
+        ]
+        replies = self._exchange(msgs, "node discovery")
+        node_of = {int(r.content["metrics"]["partition-id"]): r.metadata.src_node_id for r in replies}
+        if sorted(node_of) != list(range(num_clients)):
+            raise RuntimeError(f"nodes report partition ids {sorted(node_of)}, expected 0..{num_clients - 1}")
+        return node_of
+
+    # -- training ---------------------------------------------------------------
+    def train(self, jobs: list[TrainJob]) -> list[TrainOutcome]:
+        """Run several arms' local training in one exchange and aggregate each."""
+        messages: list[Message] = []
+        owners: list[int] = []
+        records = []
+        for j, job in enumerate(jobs):
+            rec = _state_to_record(job.state)
+            records.append(rec)
+            msgs = self.strategy.configure_train_arm(job.round_tag, rec, job.clients, job.arm, job.epochs)
+            # Tag each message with its job (arm names may repeat across jobs).
+            for m in msgs:
+                m.content["config"]["job"] = j
+            messages += msgs
+            owners += [j] * len(msgs)
+        replies = self._exchange(messages, "training")
+        by_job: dict[int, list[Message]] = defaultdict(list)
+        for r in replies:
+            by_job[int(r.content["meta"]["job"]) if "job" in r.content["meta"] else -1].append(r)
+        out = []
+        for j, job in enumerate(jobs):
+            reps = by_job.get(j, [])
+            if len(reps) != len(job.clients):
+                raise ClientFailure(f"arm {job.arm}: expected {len(job.clients)} replies, got {len(reps)}")
+            outcome = TrainOutcome(state={k: v.clone() for k, v in job.state.items()})
+            outcome.bytes_down = records[j].count_bytes() * len(job.clients)
+            if reps:
+                agg, _ = self.strategy.aggregate_train(0, reps)
+                outcome.state = _record_to_state(agg)
+            for r in reps:
+                cid = int(r.content["meta"]["partition-id"])
+                outcome.steps += int(r.content["metrics"]["steps"])
+                outcome.bytes_up += r.content["arrays"].count_bytes()
+                outcome.num_examples[cid] = int(r.content["metrics"]["num-examples"])
+                if job.keep_client_states:
+                    outcome.client_states[cid] = _record_to_state(r.content["arrays"])
+            out.append(outcome)
+        return out
+
+    def ask(
+        self,
+        client: int,
+        op: str,
+        arm: str,
+        state: dict[str, torch.Tensor],
+        arrays: dict[str, np.ndarray] | None,
+        config: dict[str, Any],
+    ) -> tuple[ClientReply, int, int]:
+        """A ``train.unlearn`` exchange with one client; returns (reply, bytes up, bytes down)."""
+        rec = _state_to_record(state)
+        content = RecordDict({"arrays": rec})
+        if arrays:
+            content["extra"] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+        content["config"] = ConfigRecord({"op": op, "arm": arm, "sc": self.scenario_index, **config})
+        msg = Message(content=content, message_type=MessageType.TRAIN + ".unlearn", dst_node_id=self.strategy.node_of[client])
+        bytes_down = sum(r.count_bytes() for r in content.array_records.values())
+        (reply,) = self._exchange([msg], f"{op} on client {client}")
+        extra = reply.content.array_records.get("extra")
+        out = {k: v.numpy() for k, v in extra.items()} if extra is not None else {}
+        bytes_up = extra.count_bytes() if extra is not None else 0
+        metrics = {k: float(v) for k, v in reply.content["metrics"].items()}
+        return ClientReply(out, metrics), bytes_up, bytes_down
+
+
+class FederationHandle:
+    """What one unlearning method sees of the federation during one event."""
+
+    def __init__(
+        self,
+        runtime: FederationRuntime,
+        arm: str,
+        event_round: int,
+        withdrawing: list[int],
+        excluded: set[int],
+        model_factory: Callable[[], torch.nn.Module],
+        num_classes: int,
+        history: list[HistoryEntry],
+        test_accuracy: Callable[[torch.nn.Module], float],
+    ) -> None:
+        self.runtime = runtime
+        self.arm = arm
+        self.round = event_round
+        self.withdrawing = list(withdrawing)
+        self.remaining = [c for c in range(runtime.num_clients) if c not in excluded]
+        self.num_clients = runtime.num_clients
+        self.num_classes = num_classes
+        self._model_factory = model_factory
+        self._history = history
+        self._test_accuracy = test_accuracy
+        self._cost = CostRecord()
+        self._n_rounds = 0
+
+    def build_model(self) -> torch.nn.Module:
+        return self._model_factory()
+
+    def ask_client(self, client, op, model, arrays, config) -> ClientReply:
+        if client not in self.withdrawing:
+            raise ValueError(f"ask_client: client {client} is not withdrawing in this event")
+        reply, up, down = self.runtime.ask(client, op, self.arm, model.state_dict(), arrays, config)
+        self._cost.bytes_up += up
+        self._cost.bytes_down += down
+        self._cost.client_steps += int(reply.metrics.get("steps", 0))
+        return reply
+
+    def _tag(self) -> str:
+        self._n_rounds += 1
+        return f"{self.arm}:e{self.round}:{self._n_rounds}"
+
+    def train_remaining(self, model, tag, *, epochs=None):
+        tag = f"{self._tag()}:{tag}"
+        clients = self.runtime.strategy.sample(tag, set(range(self.num_clients)) - set(self.remaining))
+        (res,) = self.runtime.train(
+            [TrainJob(self.arm, tag, model.state_dict(), clients, epochs, keep_client_states=True)]
+        )
+        self._account(res)
+        return res.client_states, res.num_examples
+
+    def run_rounds(self, model, k, tag, *, epochs=None):
+        state = {n: v.detach().clone() for n, v in model.state_dict().items()}
+        excluded = set(range(self.num_clients)) - set(self.remaining)
+        for _ in range(k):
+            rtag = f"{self._tag()}:{tag}"
+            clients = self.runtime.strategy.sample(rtag, excluded)
+            (res,) = self.runtime.train([TrainJob(self.arm, rtag, state, clients, epochs)])
+            self._account(res)
+            state = res.state
+        out = self.build_model()
+        out.load_state_dict(state)
+        return out
+
+    def _account(self, res: TrainOutcome) -> None:
+        self._cost.client_steps += res.steps
+        self._cost.bytes_up += res.bytes_up
+        self._cost.bytes_down += res.bytes_down
+        self._cost.rounds += 1
+
+    def history(self) -> list[HistoryEntry]:
+        return list(self._history)
+
+    def test_accuracy(self, model) -> float:
+        return self._test_accuracy(model)
+
+    def log(self, **info) -> None:
+        self.runtime.writer.event("unlearn_step", arm=self.arm, round=self.round, **info)
+
+    def cost(self) -> CostRecord:
+        return CostRecord(**vars(self._cost))
+
+    def seed(self, *parts) -> int:
+        return derive_seed(self.runtime.seed, "method", self.arm, self.round, *parts)

@@ -1,0 +1,250 @@
+"""The fedforget ServerApp: one main that drives every arm over one Grid.
+
+Timeline of a scenario with a withdrawal at round t (DESIGN "data flow"):
+
+- rounds 1..t-1: ``original`` and ``retrain`` train (retrain never samples the
+  withdrawn clients); method arms do not exist yet: they share original's prefix.
+- round t: each method arm branches from original's model after round t-1, runs
+  its unlearning step (which may ask the withdrawing client through
+  ``train.unlearn``) and then ``recovery_rounds`` FedAvg rounds over the remaining
+  clients; this replaces the arm's ordinary round-t training. ``original`` and
+  ``retrain`` train round t as usual.
+- rounds t+1..T: every arm trains; withdrawn clients are never sampled again.
+
+After every round each arm's model is audited (accuracies, and from the oracle
+issue on, membership metrics); rows go to the run directory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedforget.config import Scenario
+from fedforget.data import federated_data_for
+from fedforget.evaluation import Auditor
+from fedforget.flower.client_app import scenario_from_context
+from fedforget.flower.federation import FederationHandle, FederationRuntime, TrainJob
+from fedforget.models import build_model
+from fedforget.results import RunWriter
+from fedforget.schedule import ORIGINAL, RETRAIN, Arm, derive_seed, initial_arms
+from fedforget.training import evaluate
+from fedforget.unlearning import HistoryEntry, get_method, method_params
+
+ProgressFn = Callable[[int, dict[str, float]], None]
+
+
+class ArmState:
+    """An arm and its current global model state."""
+
+    def __init__(self, arm: Arm, state: dict[str, torch.Tensor], history: list[HistoryEntry] | None = None):
+        self.arm = arm
+        self.state = state
+        self.history: list[HistoryEntry] = history if history is not None else []
+
+
+def _clone(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
+def run_scenario(
+    grid: Grid,
+    scenario: Scenario,
+    out_dir: str | Path,
+    progress: ProgressFn | None = None,
+    scenario_index: int = 0,
+) -> None:
+    """Run a scenario over ``grid`` and write its run directory."""
+    writer = RunWriter(out_dir, scenario.to_toml())
+    ok = False
+    try:
+        _drive(grid, scenario, writer, progress, scenario_index)
+        ok = True
+    except BaseException as err:
+        writer.event("error", kind=type(err).__name__, message=str(err))
+        raise
+    finally:
+        writer.close(ok)
+
+
+def _drive(grid: Grid, sc: Scenario, writer: RunWriter, progress: ProgressFn | None, sc_index: int) -> None:
+    fd = federated_data_for(sc)
+    n_clients = sc.data.num_clients
+    torch.set_num_threads(max(1, int(sc.runtime.num_cpus)))
+
+    def new_model() -> torch.nn.Module:
+        return build_model(sc.model.name, fd.input_shape, fd.num_classes, sc.model.hidden, seed=0)
+
+    init = build_model(sc.model.name, fd.input_shape, fd.num_classes, sc.model.hidden, seed=derive_seed(sc.seed, "init"))
+    writer.event(
+        "run_start",
+        scenario=sc.name,
+        seed=sc.seed,
+        num_clients=n_clients,
+        train_sizes=[len(t) for t in fd.train_ids],
+        holdout_sizes=[len(h) for h in fd.holdout_ids],
+        test_size=len(fd.test_ids),
+        parameters=sum(p.numel() for p in init.parameters()),
+    )
+    runtime = FederationRuntime(grid, sc.seed, n_clients, sc.train.fraction, writer, sc_index)
+
+    withdrawn = sc.withdrawn_clients()
+    events_at: dict[int, list] = {}
+    for ev in sc.events:
+        events_at.setdefault(ev.round, []).append(ev)
+    first_event = min(events_at) if events_at else None
+    methods = {name: get_method(name, method_params(sc, name)) for name in sc.unlearning.methods}
+    history_rounds: dict[str, set[int]] = {
+        name: set(m.history_rounds(sc.train.rounds)) for name, m in methods.items()
+    }
+    original_history_rounds = set().union(*history_rounds.values()) if history_rounds else set()
+
+    auditor = Auditor(fd, watched=withdrawn, remaining=[c for c in range(n_clients) if c not in withdrawn])
+    test_x, test_y = fd.test()
+    scratch = new_model()
+
+    def model_of(state: dict[str, torch.Tensor]) -> torch.nn.Module:
+        scratch.load_state_dict(state)
+        return scratch
+
+    def test_accuracy(model: torch.nn.Module) -> float:
+        return evaluate(model, test_x, test_y)[1]
+
+    def audit(name: str, rnd: int, state: dict[str, torch.Tensor]) -> float:
+        acc = float("nan")
+        for client, metric, value in auditor.rows(model_of(state)):
+            writer.metric(name, rnd, client, metric, value)
+            if metric == "test_accuracy":
+                acc = value
+        return acc
+
+    arms: dict[str, ArmState] = {
+        a.name: ArmState(a, _clone(init.state_dict())) for a in initial_arms(list(methods), withdrawn, bool(sc.events))
+    }
+    for name, st in arms.items():
+        audit(name, 0, st.state)
+
+    for rnd in range(1, sc.train.rounds + 1):
+        t_round = time.perf_counter()
+        just_unlearned: set[str] = set()
+        if rnd in events_at:
+            if rnd == first_event:
+                for name in methods:
+                    orig = arms[ORIGINAL]
+                    arms[name] = ArmState(Arm(name, method=name), _clone(orig.state), list(orig.history))
+            for ev in events_at[rnd]:
+                writer.event("withdraw", round=rnd, clients=ev.client_ids, kind=ev.kind)
+                for name, method in methods.items():
+                    _unlearn(sc, writer, runtime, arms[name], method, ev.client_ids, rnd, new_model, fd.num_classes, test_accuracy)
+                    just_unlearned.add(name)
+
+        jobs = []
+        for name, st in arms.items():
+            if name in just_unlearned:
+                continue
+            keep = (name == ORIGINAL and rnd in original_history_rounds) or (
+                st.arm.method is not None and rnd in history_rounds.get(st.arm.method, set())
+            )
+            clients = runtime.strategy.sample(rnd, st.arm.excluded)
+            jobs.append((name, keep, TrainJob(name, rnd, st.state, clients, keep_client_states=keep)))
+        outcomes = runtime.train([j for _, _, j in jobs])
+        for (name, keep, job), res in zip(jobs, outcomes, strict=True):
+            st = arms[name]
+            if keep:
+                st.history.append(HistoryEntry(rnd, _clone(st.state), res.client_states, res.num_examples))
+            st.state = res.state
+            if not job.clients:
+                writer.event("empty_round", arm=name, round=rnd)
+
+        accs = {name: audit(name, rnd, st.state) for name, st in arms.items()}
+        writer.event("round_end", round=rnd, seconds=time.perf_counter() - t_round, test_accuracy=accs)
+        if progress is not None:
+            progress(rnd, accs)
+
+    # Method arms shared original's prefix: give them its rows so every arm's
+    # curve is complete in the table.
+    if first_event is not None and methods:
+        prefix = [r for r in writer.rows if r[0] == ORIGINAL and r[1] < first_event]
+        for name in methods:
+            writer.rows += [(name, *r[1:]) for r in prefix]
+
+
+def _unlearn(sc, writer, runtime, st: ArmState, method, clients, rnd, new_model, num_classes, test_accuracy) -> None:
+    """Apply one method's unlearning for one event, then its recovery rounds."""
+    excluded = st.arm.excluded | set(clients)
+    handle = FederationHandle(
+        runtime,
+        st.arm.name,
+        rnd,
+        clients,
+        excluded,
+        new_model,
+        num_classes,
+        st.history,
+        test_accuracy,
+    )
+    model = new_model()
+    model.load_state_dict(st.state)
+    acc_before = test_accuracy(model)
+    t0 = time.perf_counter()
+    model, cost = method.unlearn(model, handle)
+    cost.wall_s = time.perf_counter() - t0
+    acc_after = test_accuracy(model)
+    writer.event(
+        "unlearn",
+        arm=st.arm.name,
+        round=rnd,
+        clients=clients,
+        test_accuracy_before=acc_before,
+        test_accuracy_after=acc_after,
+        **cost.as_metrics(),
+    )
+    for key, value in cost.as_metrics().items():
+        if key != "cost_rounds":
+            writer.metric(st.arm.name, rnd, None, key, value)
+    writer.metric(st.arm.name, rnd, None, "cost_rounds", cost.rounds)
+    st.arm.excluded = excluded
+    if sc.unlearning.recovery_rounds:
+        model = handle.run_rounds(model, sc.unlearning.recovery_rounds, "recovery")
+    st.state = _clone(model.state_dict())
+
+
+def default_out_dir(sc: Scenario) -> str:
+    return f"runs/{sc.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def make_server_app(
+    scenarios: list[Scenario] | None = None,
+    out_dirs: list[str | Path] | None = None,
+    progress: Callable[[int], ProgressFn] | None = None,
+) -> ServerApp:
+    """Build the ServerApp.
+
+    With bound ``scenarios`` (and their ``out_dirs``) it runs them one after the
+    other over the same Grid, i.e. in one runtime; otherwise it reads one
+    scenario from the run config (``flwr run .``). ``progress(i)`` gives the
+    per-round callback of scenario ``i``.
+    """
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        if scenarios is None:
+            sc = scenario_from_context(context)
+            out = str(context.run_config.get("out", "")) or default_out_dir(sc)
+            run_scenario(grid, sc, out)
+            return
+        for i, sc in enumerate(scenarios):
+            out = out_dirs[i] if out_dirs else default_out_dir(sc)
+            run_scenario(grid, sc, out, progress(i) if progress else None, scenario_index=i)
+
+    return app
+
+
+# Module-level app for ``flwr run .``.
+app = make_server_app()

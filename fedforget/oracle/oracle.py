@@ -1,0 +1,267 @@
+"""The membership oracle behind the forgetting rate.
+
+FR is only meaningful with a *fixed* oracle (METHODS.md, Implementation note 1):
+the attack is calibrated once, on the global model just before a client
+withdraws, and the same fitted attack then judges every later model (other
+rounds, other unlearning arms). Its decisions on the members at calibration
+time are the "before" decisions B of ``FR = (A_F - B_F) / B_T``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedforget.oracle.attacks import Attack, get_attack
+from fedforget.oracle.features import SampleStats, sample_statistics
+from fedforget.oracle.metrics import (
+    auc_interval,
+    balanced_accuracy,
+    forgetting_rate,
+    fr_interval,
+    roc_metrics,
+)
+
+__all__ = ["OracleReport", "MembershipOracle"]
+
+#: ``(x, y, ids)``: inputs, integer labels and global sample ids (``None`` ids
+#: become ``0..n-1``).
+SampleSet = tuple[Any, Any, Any]
+
+
+@dataclass(frozen=True)
+class OracleReport:
+    """What the oracle says about one model.
+
+    Attributes
+    ----------
+    metrics : dict
+        ``fr``, ``fr_transition``, ``b_t``, ``n_forget``, ``mia_auc``,
+        ``mia_balanced_accuracy``, ``tpr_at_1pct_fpr``, ``tpr_at_0.1pct_fpr``,
+        ``fr_lo``, ``fr_hi``, ``mia_auc_lo``, ``mia_auc_hi``, ``n_nonmembers``.
+    per_sample : dict of np.ndarray
+        Equal-length arrays over the evaluated members then all non-members:
+        ``sample_id``, ``member`` (bool), ``score``, ``decision`` (bool, on this
+        model) and ``decision_before`` (bool, at calibration).
+    roc : tuple of np.ndarray
+        ``(fpr, tpr)`` of members vs non-members on this model.
+    """
+
+    metrics: dict[str, float]
+    per_sample: dict[str, np.ndarray]
+    roc: tuple[np.ndarray, np.ndarray]
+
+
+def _unpack(data: SampleSet, what: str) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    if len(data) != 3:
+        raise ValueError(f"{what} must be a tuple (x, y, ids)")
+    x, y, ids = data
+    x = torch.as_tensor(x).detach().cpu()
+    y = torch.as_tensor(y).detach().cpu().long().reshape(-1)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"{what}: x has {x.shape[0]} samples but y has {y.shape[0]}")
+    ids = np.arange(y.shape[0]) if ids is None else np.asarray(ids).reshape(-1)
+    if ids.shape[0] != y.shape[0]:
+        raise ValueError(f"{what}: {ids.shape[0]} ids for {y.shape[0]} samples")
+    if y.shape[0] == 0:
+        raise ValueError(f"{what} is empty")
+    return x, y, ids
+
+
+class MembershipOracle:
+    """A membership attack frozen at calibration, with its "before" decisions.
+
+    Build it with :meth:`calibrate`; afterwards it cannot be refitted or
+    modified, so every later :meth:`evaluate` uses the same decision rule.
+
+    Attributes
+    ----------
+    attack : Attack
+        The fitted attack.
+    before_member, before_nonmember : np.ndarray of bool
+        Decisions at calibration; ``before_member`` defines B.
+    calibration : OracleReport
+        The report on the calibration model itself (FR is 0 there).
+    """
+
+    def __init__(
+        self,
+        attack: Attack,
+        members: tuple[torch.Tensor, torch.Tensor, np.ndarray],
+        nonmembers: tuple[torch.Tensor, torch.Tensor, np.ndarray],
+        member_stats: SampleStats,
+        nonmember_stats: SampleStats,
+        n_boot: int,
+        seed: int,
+        batch_size: int,
+    ) -> None:
+        self.attack = attack
+        self.members = members
+        self.nonmembers = nonmembers
+        self.n_boot = int(n_boot)
+        self.seed = int(seed)
+        self.batch_size = int(batch_size)
+        m_cols, n_cols = self._columns(np.arange(len(member_stats)))
+        self.before_member = self._decide(member_stats, m_cols)
+        self.before_nonmember = self._decide(nonmember_stats, n_cols)
+        self.calibration = self.evaluate_stats(member_stats, nonmember_stats)
+        self._frozen = True
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Refitting or swapping parts after calibration would silently change B.
+        if getattr(self, "_frozen", False):
+            raise AttributeError("MembershipOracle is frozen after calibration")
+        super().__setattr__(name, value)
+
+    @classmethod
+    def calibrate(
+        cls,
+        model: torch.nn.Module,
+        members: SampleSet,
+        nonmembers: SampleSet,
+        attack: str = "loss",
+        attack_params: Mapping[str, Any] | None = None,
+        n_boot: int = 200,
+        seed: int = 0,
+        reference: Mapping[str, np.ndarray | None] | None = None,
+        batch_size: int = 1024,
+    ) -> MembershipOracle:
+        """Fit the attack on ``model`` and freeze it.
+
+        Parameters
+        ----------
+        model : torch.nn.Module
+            The global model just before the withdrawal.
+        members : tuple (x, y, ids)
+            The forget samples (e.g. the withdrawing client's train part).
+        nonmembers : tuple (x, y, ids)
+            Non-members, ideally class-matched (see ``class_matched_nonmembers``).
+        attack : str
+            Name in ``ATTACKS``: ``"loss"``, ``"population"`` or ``"lira"``.
+        attack_params : mapping, optional
+            Keyword arguments of the attack's constructor.
+        n_boot : int
+            Bootstrap replicates for the FR and AUC intervals.
+        seed : int
+            Seeds the bootstrap (``np.random.SeedSequence(seed)``); every
+            :meth:`evaluate` call restarts from it, so results do not depend on
+            call order.
+        reference : mapping, optional
+            For ``lira``: ``{"phi_in": array or None, "phi_out": array}``, each
+            ``(n_shadow, n_members + n_nonmembers)`` with columns ordered as the
+            members followed by the non-members.
+        batch_size : int
+            Forward-pass batch size.
+        """
+        members_t = _unpack(members, "members")
+        nonmembers_t = _unpack(nonmembers, "nonmembers")
+        att = get_attack(attack, **dict(attack_params or {}))
+        if att.needs_columns:
+            if reference is None or reference.get("phi_out") is None:
+                raise ValueError(f"attack {attack!r} needs reference={{'phi_in': ..., 'phi_out': ...}}")
+            att.fit_reference(reference.get("phi_in"), reference["phi_out"])
+            expected = members_t[1].shape[0] + nonmembers_t[1].shape[0]
+            if att.n_columns != expected:
+                raise ValueError(
+                    f"reference has {att.n_columns} columns, expected n_members + n_nonmembers = {expected}"
+                )
+        m_stats = sample_statistics(model, members_t[0], members_t[1], batch_size)
+        n_stats = sample_statistics(model, nonmembers_t[0], nonmembers_t[1], batch_size)
+        att.fit(m_stats, n_stats)
+        return cls(att, members_t, nonmembers_t, m_stats, n_stats, n_boot, seed, batch_size)
+
+    @property
+    def n_members(self) -> int:
+        return int(self.members[1].shape[0])
+
+    @property
+    def n_nonmembers(self) -> int:
+        return int(self.nonmembers[1].shape[0])
+
+    def _columns(self, member_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Reference columns of the chosen members and of all non-members."""
+        return member_idx, self.n_members + np.arange(self.n_nonmembers)
+
+    def _score(self, stats: SampleStats, columns: np.ndarray) -> np.ndarray:
+        if self.attack.needs_columns:
+            return self.attack.score(stats, columns=columns)
+        return self.attack.score(stats)
+
+    def _decide(self, stats: SampleStats, columns: np.ndarray) -> np.ndarray:
+        return self._score(stats, columns) >= self.attack.threshold
+
+    def _member_index(self, subset_mask: np.ndarray | None) -> np.ndarray:
+        if subset_mask is None:
+            return np.arange(self.n_members)
+        sel = np.asarray(subset_mask)
+        if sel.dtype == bool:
+            if sel.shape != (self.n_members,):
+                raise ValueError(f"subset_mask must be a boolean mask of length {self.n_members}")
+            return np.flatnonzero(sel)
+        return sel.astype(np.int64).reshape(-1)
+
+    def evaluate(self, model: torch.nn.Module, subset_mask: np.ndarray | None = None) -> OracleReport:
+        """Judge ``model`` with the frozen attack.
+
+        Parameters
+        ----------
+        model : torch.nn.Module
+            Any later model (another round, another unlearning arm).
+        subset_mask : np.ndarray, optional
+            Boolean mask (or indices) over the members, e.g. witness samples:
+            FR is computed on that subset and the MIA metrics compare it with
+            all non-members.
+        """
+        m_stats = sample_statistics(model, self.members[0], self.members[1], self.batch_size)
+        n_stats = sample_statistics(model, self.nonmembers[0], self.nonmembers[1], self.batch_size)
+        return self.evaluate_stats(m_stats, n_stats, subset_mask)
+
+    def evaluate_stats(
+        self,
+        member_stats: SampleStats,
+        nonmember_stats: SampleStats,
+        subset_mask: np.ndarray | None = None,
+    ) -> OracleReport:
+        """Like :meth:`evaluate`, from statistics already computed on all members/non-members."""
+        if len(member_stats) != self.n_members or len(nonmember_stats) != self.n_nonmembers:
+            raise ValueError("statistics must cover all calibration members and non-members, in order")
+        idx = self._member_index(subset_mask)
+        m_cols, n_cols = self._columns(idx)
+        m_score = self._score(member_stats.subset(idx), m_cols)
+        n_score = self._score(nonmember_stats, n_cols)
+        thr = self.attack.threshold
+        m_dec, n_dec = m_score >= thr, n_score >= thr
+
+        before = self.before_member[idx]
+        scores = np.concatenate([m_score, n_score])
+        is_member = np.r_[np.ones(idx.size, bool), np.zeros(self.n_nonmembers, bool)]
+        decisions = np.concatenate([m_dec, n_dec])
+
+        fr_ss, auc_ss = np.random.SeedSequence(self.seed).spawn(2)
+        roc = roc_metrics(scores, is_member)
+        fr_lo, fr_hi = fr_interval(before, m_dec, self.n_boot, np.random.default_rng(fr_ss))
+        auc_lo, auc_hi = auc_interval(scores, is_member, self.n_boot, np.random.default_rng(auc_ss))
+        metrics = {
+            **forgetting_rate(before, m_dec),
+            "mia_auc": roc["auc"],
+            "mia_balanced_accuracy": balanced_accuracy(decisions, is_member),
+            "tpr_at_1pct_fpr": roc["tpr_at_1pct_fpr"],
+            "tpr_at_0.1pct_fpr": roc["tpr_at_0.1pct_fpr"],
+            "fr_lo": fr_lo,
+            "fr_hi": fr_hi,
+            "mia_auc_lo": auc_lo,
+            "mia_auc_hi": auc_hi,
+            "n_nonmembers": self.n_nonmembers,
+        }
+        per_sample = {
+            "sample_id": np.concatenate([self.members[2][idx], self.nonmembers[2]]),
+            "member": is_member,
+            "score": scores,
+            "decision": decisions,
+            "decision_before": np.concatenate([before, self.before_nonmember]),
+        }
+        return OracleReport(metrics=metrics, per_sample=per_sample, roc=(roc["fpr"], roc["tpr"]))

@@ -1,0 +1,102 @@
+"""The run directory: resolved config, events log, metrics and per-sample scores.
+
+Files are written to a temporary name and renamed when complete, so an interrupted
+run never leaves a file that looks complete: ``events.jsonl`` only appears (from
+``events.jsonl.partial``) when the run ends, and the Parquet tables only at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+METRIC_COLUMNS = ["arm", "round", "client", "metric", "value"]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if hasattr(v, "item"):
+        return _jsonable(v.item())
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+class RunWriter:
+    """Collects a run's outputs and writes them into ``out_dir``."""
+
+    def __init__(self, out_dir: str | Path, resolved_toml: str) -> None:
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for stale in ("metrics.parquet", "scores.parquet", "events.jsonl", "report.html"):
+            (self.dir / stale).unlink(missing_ok=True)
+        atomic_write_bytes(self.dir / "resolved.toml", resolved_toml.encode())
+        self._events_tmp = self.dir / "events.jsonl.partial"
+        self._events = open(self._events_tmp, "w")
+        self._t0 = time.time()
+        self.rows: list[tuple] = []
+        self.score_frames: list[pd.DataFrame] = []
+
+    def event(self, _name: str, /, **fields: Any) -> None:
+        rec = {"t": round(time.time() - self._t0, 4), "event": _name, **_jsonable(fields)}
+        self._events.write(json.dumps(rec) + "\n")
+        self._events.flush()
+
+    def metric(self, arm: str, rnd: int, client: int | None, metric: str, value: float) -> None:
+        self.rows.append((arm, int(rnd), client, metric, float(value)))
+
+    def scores(self, df: pd.DataFrame) -> None:
+        self.score_frames.append(df)
+
+    def metrics_frame(self) -> pd.DataFrame:
+        df = pd.DataFrame(self.rows, columns=METRIC_COLUMNS)
+        df["client"] = df["client"].astype("Int64")
+        return df
+
+    def close(self, ok: bool) -> None:
+        """Finish the run: on success publish every file; on failure keep only the
+        partial events log (for debugging) and no table."""
+        self.event("run_end", ok=ok)
+        self._events.close()
+        if not ok:
+            return
+        atomic_write_parquet(self.dir / "metrics.parquet", self.metrics_frame())
+        if self.score_frames:
+            atomic_write_parquet(self.dir / "scores.parquet", pd.concat(self.score_frames, ignore_index=True))
+        os.replace(self._events_tmp, self.dir / "events.jsonl")
+
+
+def read_metrics(run_dir: str | Path) -> pd.DataFrame:
+    path = Path(run_dir) / "metrics.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no metrics.parquet (the run did not finish)")
+    return pd.read_parquet(path)
+
+
+def read_events(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,85 @@
+"""Unlearning methods: one module per method, registered by name.
+
+``METHODS`` maps a name to its class; ``CLIENT_OPS`` maps ``<method>.<op>`` to the
+client-side functions the ClientApp runs for ``train.unlearn`` messages.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from fedforget.unlearning.base import (
+    CLIENT_OPS,
+    METHODS,
+    ClientData,
+    ClientReply,
+    CostRecord,
+    Federation,
+    HistoryEntry,
+    MethodParams,
+    UnlearningMethod,
+    register_method,
+)
+
+# Importing a method module registers it.
+_METHOD_MODULES = ("none", "forsaken", "perturb", "fnn", "federaser", "pga")
+for _m in _METHOD_MODULES:
+    importlib.import_module(f"fedforget.unlearning.{_m}")
+
+
+def get_method(name: str, params: dict | None = None) -> UnlearningMethod:
+    """Instantiate a registered method with validated parameters."""
+    if name not in METHODS:
+        raise ValueError(f"unknown unlearning method {name!r}; known: {', '.join(sorted(METHODS))}")
+    cls = METHODS[name]
+    return cls(cls.Params.model_validate(params or {}))
+
+
+def method_params(scenario, name: str) -> dict:
+    extra = scenario.unlearning.model_extra or {}
+    return dict(extra.get(name) or {})
+
+
+def validate_unlearning_config(scenario) -> None:
+    """Check method names and their parameter tables (raises ValueError)."""
+    from pydantic import ValidationError
+
+    un = scenario.unlearning
+    for name in un.methods:
+        if name not in METHODS:
+            raise ValueError(
+                f"unlearning.methods: unknown method {name!r}; known: {', '.join(sorted(METHODS))}"
+            )
+    if len(set(un.methods)) != len(un.methods):
+        raise ValueError("unlearning.methods lists a method twice")
+    if un.methods and not scenario.events:
+        raise ValueError("unlearning.methods is set but there are no [[events]]")
+    for key, table in (un.model_extra or {}).items():
+        if key not in METHODS:
+            raise ValueError(f"unlearning.{key}: unknown key (not a registered method)")
+        if not isinstance(table, dict):
+            raise ValueError(f"unlearning.{key}: must be a table of parameters")
+        try:
+            METHODS[key].Params.model_validate(table)
+        except ValidationError as err:
+            e = err.errors()[0]
+            loc = ".".join(str(p) for p in e["loc"])
+            msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+            raise ValueError(f"unlearning.{key}.{loc}: {msg}") from None
+
+
+__all__ = [
+    "CLIENT_OPS",
+    "METHODS",
+    "ClientData",
+    "ClientReply",
+    "CostRecord",
+    "Federation",
+    "HistoryEntry",
+    "MethodParams",
+    "UnlearningMethod",
+    "get_method",
+    "method_params",
+    "register_method",
+    "validate_unlearning_config",
+]

@@ -1,0 +1,165 @@
+"""The unlearning interface: what a method gets, what it returns, how it registers.
+
+A method is one module in this package. It declares its parameters (a pydantic
+model with documented defaults), what it needs from whom, its server-side
+``unlearn`` and, where it asks the withdrawing client for something, the
+client-side operations it registers (run inside the ClientApp on the client's own
+data; only gradients, statistics or weights come back).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+
+class MethodParams(BaseModel):
+    """Base of every method's parameter table (``[unlearning.<method>]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class CostRecord:
+    """What an unlearning step cost.
+
+    Attributes
+    ----------
+    wall_s : float
+        Wall-clock seconds of the whole step (server and clients).
+    client_steps : int
+        Samples x passes processed by clients (forward+backward) during the step.
+    bytes_up, bytes_down : int
+        Array payload bytes client->server and server->client.
+    server_storage_bytes : int
+        Bytes the server had to keep before the request to make the step possible.
+    rounds : int
+        Federated rounds (message exchanges with the remaining clients) used.
+    """
+
+    wall_s: float = 0.0
+    client_steps: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    server_storage_bytes: int = 0
+    rounds: int = 0
+
+    def as_metrics(self) -> dict[str, float]:
+        return {f"cost_{k}": float(v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class ClientData:
+    """One client's own data, as seen inside its ClientApp."""
+
+    partition_id: int
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_holdout: torch.Tensor
+    y_holdout: torch.Tensor
+    num_classes: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+@dataclass
+class ClientReply:
+    """What a client sends back for a custom action."""
+
+    arrays: dict[str, np.ndarray]
+    metrics: dict[str, float]
+
+
+# Client-side operation: (global model, own data, arrays from the server, config)
+#   -> (arrays, metrics). ``metrics["steps"]`` counts samples x passes.
+ClientOp = Callable[[nn.Module, ClientData, dict[str, np.ndarray], dict[str, Any]], ClientReply]
+
+
+@dataclass
+class HistoryEntry:
+    """A stored round of the federation (kept only when a method asks for it)."""
+
+    round: int
+    global_state: dict[str, torch.Tensor]
+    client_states: dict[int, dict[str, torch.Tensor]]
+    num_examples: dict[int, int]
+
+
+class Federation(Protocol):
+    """The narrow handle a method gets to the federation during one event."""
+
+    round: int  # the event round
+    withdrawing: list[int]  # clients leaving now
+    remaining: list[int]  # clients that still train
+    num_clients: int
+    num_classes: int
+
+    def build_model(self) -> nn.Module:
+        """A fresh model of the scenario's architecture."""
+
+    def ask_client(
+        self, client: int, op: str, model: nn.Module, arrays: dict[str, np.ndarray] | None, config: dict[str, Any]
+    ) -> ClientReply:
+        """Send a ``train.unlearn`` message running client op ``op`` on ``client``."""
+
+    def run_rounds(self, model: nn.Module, k: int, tag: str, *, epochs: float | None = None) -> nn.Module:
+        """``k`` FedAvg rounds over the remaining clients, starting from ``model``."""
+
+    def train_remaining(
+        self, model: nn.Module, tag: str, *, epochs: float | None = None
+    ) -> tuple[dict[int, dict[str, torch.Tensor]], dict[int, int]]:
+        """One local training of every remaining client from ``model``; returns
+        their states and example counts (not aggregated)."""
+
+    def history(self) -> list[HistoryEntry]:
+        """Stored rounds of this arm before the event (empty unless requested)."""
+
+    def test_accuracy(self, model: nn.Module) -> float:
+        """Server-side validation accuracy (used by stop rules)."""
+
+    def log(self, **info: Any) -> None:
+        """Write an ``unlearn_step`` line to the events log."""
+
+    def cost(self) -> CostRecord:
+        """Client steps, bytes and rounds spent through this handle so far."""
+
+
+class UnlearningMethod(ABC):
+    """Base class: subclasses set ``name``, ``Params``, ``summary``, ``needs``."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[MethodParams]] = MethodParams
+    summary: ClassVar[str] = ""
+    needs: ClassVar[str] = ""
+    client_ops: ClassVar[dict[str, ClientOp]] = {}
+
+    def __init__(self, params: MethodParams | None = None) -> None:
+        self.params = params if params is not None else self.Params()
+
+    def history_rounds(self, rounds: int) -> list[int]:
+        """Rounds whose client updates the server must store (default none)."""
+        return []
+
+    @abstractmethod
+    def unlearn(self, model: nn.Module, fed: Federation) -> tuple[nn.Module, CostRecord]:
+        """Return the unlearned global model and the step's cost."""
+
+
+METHODS: dict[str, type[UnlearningMethod]] = {}
+CLIENT_OPS: dict[str, ClientOp] = {}
+
+
+def register_method(cls: type[UnlearningMethod]) -> type[UnlearningMethod]:
+    """Class decorator: register a method and its client-side operations."""
+    if cls.name in METHODS:
+        raise ValueError(f"unlearning method {cls.name!r} registered twice")
+    METHODS[cls.name] = cls
+    for op, fn in cls.client_ops.items():
+        CLIENT_OPS[f"{cls.name}.{op}"] = fn
+    return cls

@@ -1,0 +1,26 @@
+"""``none``: stop sampling the withdrawn client and keep training.
+
+The baseline every method must beat: the client's contribution fades only as
+later rounds overwrite it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from torch import nn
+
+from fedforget.unlearning.base import CostRecord, Federation, UnlearningMethod, register_method
+
+
+@register_method
+class NoUnlearning(UnlearningMethod):
+    name = "none"
+    summary = "Stop sampling the withdrawn client; keep training (the baseline)."
+    needs = "nothing from anyone"
+
+    def unlearn(self, model: nn.Module, fed: Federation) -> tuple[nn.Module, CostRecord]:
+        t0 = time.perf_counter()
+        cost = fed.cost()
+        cost.wall_s = time.perf_counter() - t0
+        return model, cost

@@ -1,0 +1,82 @@
+"""Weight perturbation for the lightweight perturb-then-fine-tune method.
+
+Pure PyTorch core of Chen, Wang & Huang, "Lightweight machine unlearning in neural
+network" (arXiv 2111.05528). Confirmed (abstract only): "a small perturbation of the
+weight of the target model", then iterate towards the model of the remaining data.
+
+Our choices where the paper is silent (METHODS.md implementation note 5):
+
+* Gaussian noise, per tensor: ``eps_l ~ N(0, (beta * std(theta_l))^2)`` with the
+  (unbiased) standard deviation over that tensor's elements; default ``beta`` lives in
+  the config (0.05 suggested).
+* Tensors with fewer than 2 elements, zero spread, or a non-floating dtype get no noise
+  (a scale-relative noise is undefined for them).
+* ``beta = 0`` returns exact copies without touching the random generator, so the
+  "no noise" ablation is bit-identical to continued training without the client.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["noise_scales", "perturb_state"]
+
+
+def _scale(t: Tensor, beta: float) -> float:
+    """Noise standard deviation for one tensor (0.0 means: leave it alone)."""
+    if not torch.is_floating_point(t) or t.numel() < 2 or beta == 0:
+        return 0.0
+    return float(beta * t.detach().float().std())
+
+
+def noise_scales(params: dict[str, Tensor], beta: float) -> dict[str, float]:
+    """Per-tensor noise standard deviations ``beta * std(theta_l)``.
+
+    Parameters
+    ----------
+    params : dict of str to Tensor
+        Parameters (or a state dict).
+    beta : float
+        Relative noise level, ``>= 0``.
+
+    Returns
+    -------
+    dict of str to float
+        ``{name: sigma}``; 0.0 for tensors that receive no noise.
+    """
+    if beta < 0:
+        raise ValueError("beta must be >= 0")
+    return {name: _scale(t, beta) for name, t in params.items()}
+
+
+def perturb_state(
+    params: dict[str, Tensor], beta: float, generator: torch.Generator
+) -> dict[str, Tensor]:
+    """Return a copy of ``params`` with per-tensor scale-relative Gaussian noise added.
+
+    Parameters
+    ----------
+    params : dict of str to Tensor
+        Parameters (or a state dict); not modified.
+    beta : float
+        Relative noise level, ``>= 0``; 0 gives exact copies.
+    generator : torch.Generator
+        Randomness source (CPU generator; noise is moved to each tensor's device).
+
+    Returns
+    -------
+    dict of str to Tensor
+        New, detached tensors with the same keys, shapes and dtypes.
+    """
+    scales = noise_scales(params, beta)
+    out: dict[str, Tensor] = {}
+    for name, t in params.items():
+        t = t.detach()
+        sigma = scales[name]
+        if sigma == 0.0:
+            out[name] = t.clone()
+            continue
+        noise = torch.randn(t.shape, generator=generator, device=generator.device)
+        out[name] = t + (sigma * noise).to(device=t.device, dtype=t.dtype)
+    return out

@@ -1,0 +1,208 @@
+"""Projected gradient ascent (PGA) client removal of Halimi et al.
+
+Pure PyTorch core of Halimi, Kadhe, Rawat & Baracaldo, "Federated Unlearning: How to
+Efficiently Erase a Client in FL?" (arXiv 2207.05521). Confirmed (METHODS.md 4.2): the
+withdrawing client maximises its local loss by projected gradient ascent inside an L2
+ball of radius ``delta`` around a reference model, the average of the other clients'
+models ``w_ref = (N * w_global - w_client) / (N - 1)``, and stops early once validation
+accuracy falls below ``tau``; a few FL rounds without it follow (not in this module).
+
+Our choices where the paper is silent:
+
+* Plain SGD ascent (``maximize=True``, no momentum) on mean cross-entropy, starting at
+  the reference model; projection onto the ball after *every* step, with the ball taken
+  over the flattened concatenation of all parameters.
+* The early-stop test runs after every step; the model that crossed the threshold is
+  kept (no rollback). Default validation data is the ascent data itself.
+* Mini-batch order comes from a ``torch.Generator`` seeded with ``seed``.
+* Only the model's parameters are taken from the reference; buffers are untouched.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["project_to_l2_ball", "projected_gradient_ascent", "reference_model"]
+
+
+def reference_model(
+    global_params: dict[str, Tensor], client_params: dict[str, Tensor], num_clients: int
+) -> dict[str, Tensor]:
+    """Average of the other clients' models, computed locally by the withdrawing client.
+
+    Parameters
+    ----------
+    global_params : dict of str to Tensor
+        Last global model (the FedAvg mean of all ``num_clients`` client models).
+    client_params : dict of str to Tensor
+        The withdrawing client's own last local model.
+    num_clients : int
+        ``N`` clients in the last aggregation; must be ``>= 2``.
+
+    Returns
+    -------
+    dict of str to Tensor
+        ``(N * w_global - w_client) / (N - 1)``; non-floating tensors copied from global.
+    """
+    if num_clients < 2:
+        raise ValueError("reference_model needs num_clients >= 2")
+    if global_params.keys() != client_params.keys():
+        raise ValueError("global and client parameters must have the same keys")
+    out: dict[str, Tensor] = {}
+    for name, g in global_params.items():
+        g = g.detach()
+        if not torch.is_floating_point(g):
+            out[name] = g.clone()
+            continue
+        c = client_params[name].detach().to(g.dtype)
+        out[name] = (num_clients * g - c) / (num_clients - 1)
+    return out
+
+
+def _flat_distance(params: dict[str, Tensor], center: dict[str, Tensor]) -> Tensor:
+    """L2 norm of the concatenated difference ``params - center``."""
+    sq = sum(((params[k].detach().double() - center[k].detach().double()) ** 2).sum() for k in center)
+    return torch.sqrt(torch.as_tensor(sq, dtype=torch.float64))
+
+
+def project_to_l2_ball(
+    params: dict[str, Tensor], center: dict[str, Tensor], radius: float
+) -> dict[str, Tensor]:
+    """Euclidean projection onto ``{w : ||w - center||_2 <= radius}``.
+
+    Parameters
+    ----------
+    params, center : dict of str to Tensor
+        Same keys; the norm is over the flattened concatenation of all tensors.
+    radius : float
+        Ball radius, ``>= 0``.
+
+    Returns
+    -------
+    dict of str to Tensor
+        New tensors: exact copies if inside, else ``center + radius * d / ||d||``.
+    """
+    if radius < 0:
+        raise ValueError("radius must be >= 0")
+    if params.keys() != center.keys():
+        raise ValueError("params and center must have the same keys")
+    dist = float(_flat_distance(params, center))
+    if dist <= radius:
+        return {k: v.detach().clone() for k, v in params.items()}
+    scale = radius / dist
+    return {
+        k: (center[k].detach() + scale * (params[k].detach() - center[k].detach())).to(params[k].dtype)
+        for k in params
+    }
+
+
+@torch.no_grad()
+def _loss_acc(model: nn.Module, x: Tensor, y: Tensor) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy on ``(x, y)``."""
+    logits = model(x)
+    return float(F.cross_entropy(logits, y)), float((logits.argmax(dim=1) == y).float().mean())
+
+
+def projected_gradient_ascent(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    reference: dict[str, Tensor],
+    *,
+    radius: float,
+    lr: float,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    min_accuracy: float | None = None,
+    x_val: Tensor | None = None,
+    y_val: Tensor | None = None,
+) -> tuple[nn.Module, dict]:
+    """Maximise cross-entropy on ``(x, y)`` inside an L2 ball around ``reference``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Model to overwrite in place; its parameters are first set to ``reference``.
+    x, y : Tensor
+        The withdrawing client's data.
+    reference : dict of str to Tensor
+        Ball centre and starting point (from :func:`reference_model`), keyed like
+        ``model.named_parameters()``.
+    radius : float
+        Ball radius ``delta``.
+    lr : float
+        SGD step size.
+    epochs : int
+        Maximum passes over ``(x, y)``.
+    batch_size : int
+        Mini-batch size.
+    seed : int
+        Seed of the mini-batch shuffling.
+    min_accuracy : float, optional
+        Early stop once accuracy on the validation data drops below this.
+    x_val, y_val : Tensor, optional
+        Validation data for early stopping (default: ``x, y``).
+
+    Returns
+    -------
+    tuple of (nn.Module, dict)
+        The same model and ``info`` with ``steps`` (samples processed, summed over
+        passes), ``sgd_steps``, ``stopped_early``, ``final_distance``, ``max_distance``
+        (max over all steps after projection), ``max_distance_unprojected``,
+        ``loss_before``, ``loss_after``, ``accuracy_after``.
+    """
+    if batch_size < 1 or epochs < 0:
+        raise ValueError("need batch_size >= 1 and epochs >= 0")
+    x_val = x if x_val is None else x_val
+    y_val = y if y_val is None else y_val
+    params = dict(model.named_parameters())
+    center = {k: reference[k].detach().to(device=p.device, dtype=p.dtype) for k, p in params.items()}
+    with torch.no_grad():
+        for k, p in params.items():
+            p.copy_(center[k])
+    loss_before, _ = _loss_acc(model, x, y)
+
+    opt = torch.optim.SGD(model.parameters(), lr=lr, maximize=True)
+    gen = torch.Generator().manual_seed(seed)
+    samples = sgd_steps = 0
+    max_dist = max_unproj = 0.0
+    stopped = False
+    for _ in range(epochs):
+        perm = torch.randperm(x.shape[0], generator=gen)
+        for start in range(0, x.shape[0], batch_size):
+            idx = perm[start : start + batch_size].to(x.device)
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+            with torch.no_grad():
+                current = {k: p.detach() for k, p in params.items()}
+                max_unproj = max(max_unproj, float(_flat_distance(current, center)))
+                projected = project_to_l2_ball(current, center, radius)
+                max_dist = max(max_dist, float(_flat_distance(projected, center)))
+                for k, p in params.items():
+                    p.copy_(projected[k])
+            samples += int(idx.numel())
+            sgd_steps += 1
+            if min_accuracy is not None and _loss_acc(model, x_val, y_val)[1] < min_accuracy:
+                stopped = True
+                break
+        if stopped:
+            break
+    opt.zero_grad(set_to_none=True)
+    loss_after, acc_after = _loss_acc(model, x, y)
+    final = float(_flat_distance({k: p.detach() for k, p in params.items()}, center))
+    info = {
+        "steps": samples,
+        "sgd_steps": sgd_steps,
+        "stopped_early": stopped,
+        "final_distance": final,
+        "max_distance": max_dist,
+        "max_distance_unprojected": max_unproj,
+        "loss_before": loss_before,
+        "loss_after": loss_after,
+        "accuracy_after": acc_after,
+    }
+    return model, info
