@@ -163,27 +163,38 @@ class FederationRuntime:
 
     def ask(
         self,
-        client: int,
+        clients: list[int],
         op: str,
         arm: str,
         state: dict[str, torch.Tensor],
         arrays: dict[str, np.ndarray] | None,
         config: dict[str, Any],
-    ) -> tuple[ClientReply, int, int]:
-        """A ``train.unlearn`` exchange with one client; returns (reply, bytes up, bytes down)."""
+    ) -> tuple[dict[int, ClientReply], int, int]:
+        """A ``train.unlearn`` exchange with some clients (one batch); returns
+        (replies by client, bytes up, bytes down)."""
         rec = _state_to_record(state)
-        content = RecordDict({"arrays": rec})
-        if arrays:
-            content["extra"] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
-        content["config"] = ConfigRecord({"op": op, "arm": arm, "sc": self.scenario_index, **config})
-        msg = Message(content=content, message_type=MessageType.TRAIN + ".unlearn", dst_node_id=self.strategy.node_of[client])
-        bytes_down = sum(r.count_bytes() for r in content.array_records.values())
-        (reply,) = self._exchange([msg], f"{op} on client {client}")
-        extra = reply.content.array_records.get("extra")
-        out = {k: v.numpy() for k, v in extra.items()} if extra is not None else {}
-        bytes_up = extra.count_bytes() if extra is not None else 0
-        metrics = {k: float(v) for k, v in reply.content["metrics"].items()}
-        return ClientReply(out, metrics), bytes_up, bytes_down
+        extra = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()}) if arrays else None
+        messages = []
+        for c in clients:
+            content = RecordDict({"arrays": rec})
+            if extra is not None:
+                content["extra"] = extra
+            content["config"] = ConfigRecord({"op": op, "arm": arm, "sc": self.scenario_index, **config})
+            messages.append(
+                Message(content=content, message_type=MessageType.TRAIN + ".unlearn", dst_node_id=self.strategy.node_of[c])
+            )
+        per_msg = rec.count_bytes() + (extra.count_bytes() if extra is not None else 0)
+        replies = self._exchange(messages, f"{op} on clients {clients}")
+        out: dict[int, ClientReply] = {}
+        bytes_up = 0
+        for reply in replies:
+            cid = int(reply.content["meta"]["partition-id"])
+            rec_up = reply.content.array_records.get("extra")
+            arrays_up = {k: v.numpy() for k, v in rec_up.items()} if rec_up is not None else {}
+            bytes_up += rec_up.count_bytes() if rec_up is not None else 0
+            metrics = {k: float(v) for k, v in reply.content["metrics"].items()}
+            out[cid] = ClientReply(arrays_up, metrics)
+        return out, bytes_up, per_msg * len(clients)
 
 
 class FederationHandle:
@@ -200,7 +211,9 @@ class FederationHandle:
         num_classes: int,
         history: list[HistoryEntry],
         test_accuracy: Callable[[torch.nn.Module], float],
+        local_epochs: int = 1,
     ) -> None:
+        self.local_epochs = local_epochs
         self.runtime = runtime
         self.arm = arm
         self.round = event_round
@@ -220,19 +233,36 @@ class FederationHandle:
     def ask_client(self, client, op, model, arrays, config) -> ClientReply:
         if client not in self.withdrawing:
             raise ValueError(f"ask_client: client {client} is not withdrawing in this event")
-        reply, up, down = self.runtime.ask(client, op, self.arm, model.state_dict(), arrays, config)
+        return self._ask([client], op, model, arrays, config)[client]
+
+    def ask_remaining(self, op, model, arrays, config, clients) -> dict[int, ClientReply]:
+        bad = [c for c in clients if c not in self.remaining]
+        if bad:
+            raise ValueError(f"ask_remaining: clients {bad} are not remaining clients")
+        return self._ask(list(clients), op, model, arrays, config)
+
+    def _ask(self, clients, op, model, arrays, config) -> dict[int, ClientReply]:
+        replies, up, down = self.runtime.ask(clients, op, self.arm, model.state_dict(), arrays, config)
         self._cost.bytes_up += up
         self._cost.bytes_down += down
-        self._cost.client_steps += int(reply.metrics.get("steps", 0))
-        return reply
+        self._cost.client_steps += sum(int(r.metrics.get("steps", 0)) for r in replies.values())
+        return replies
+
+    def self_check(self, model) -> float:
+        replies = self._ask(self.withdrawing, "self_check", model, None, {})
+        n = sum(r.metrics["n"] for r in replies.values())
+        return float(sum(r.metrics["auc"] * r.metrics["n"] for r in replies.values()) / n)
 
     def _tag(self) -> str:
         self._n_rounds += 1
         return f"{self.arm}:e{self.round}:{self._n_rounds}"
 
-    def train_remaining(self, model, tag, *, epochs=None):
+    def train_remaining(self, model, tag, *, epochs=None, clients=None):
         tag = f"{self._tag()}:{tag}"
-        clients = self.runtime.strategy.sample(tag, set(range(self.num_clients)) - set(self.remaining))
+        if clients is None:
+            clients = self.runtime.strategy.sample(tag, set(range(self.num_clients)) - set(self.remaining))
+        elif any(c not in self.remaining for c in clients):
+            raise ValueError(f"train_remaining: {clients} includes clients that are not remaining")
         (res,) = self.runtime.train(
             [TrainJob(self.arm, tag, model.state_dict(), clients, epochs, keep_client_states=True)]
         )

@@ -100,7 +100,7 @@ def _drive(grid: Grid, sc: Scenario, writer: RunWriter, progress: ProgressFn | N
     first_event = min(events_at) if events_at else None
     methods = {name: get_method(name, method_params(sc, name)) for name in sc.unlearning.methods}
     history_rounds: dict[str, set[int]] = {
-        name: set(m.history_rounds(sc.train.rounds)) for name, m in methods.items()
+        name: set(m.history_rounds(sc.train.rounds, sorted(events_at))) for name, m in methods.items()
     }
     original_history_rounds = set().union(*history_rounds.values()) if history_rounds else set()
 
@@ -147,7 +147,7 @@ def _drive(grid: Grid, sc: Scenario, writer: RunWriter, progress: ProgressFn | N
         for name, st in arms.items():
             if name in just_unlearned:
                 continue
-            keep = (name == ORIGINAL and rnd in original_history_rounds) or (
+            keep = (name == ORIGINAL and rnd in original_history_rounds and rnd < (first_event or 0)) or (
                 st.arm.method is not None and rnd in history_rounds.get(st.arm.method, set())
             )
             clients = runtime.strategy.sample(rnd, st.arm.excluded)
@@ -187,6 +187,7 @@ def _unlearn(sc, writer, runtime, st: ArmState, method, clients, rnd, new_model,
         num_classes,
         st.history,
         test_accuracy,
+        sc.train.local_epochs,
     )
     model = new_model()
     model.load_state_dict(st.state)

@@ -99,6 +99,7 @@ class Federation(Protocol):
     remaining: list[int]  # clients that still train
     num_clients: int
     num_classes: int
+    local_epochs: int  # the scenario's train.local_epochs
 
     def build_model(self) -> nn.Module:
         """A fresh model of the scenario's architecture."""
@@ -108,14 +109,28 @@ class Federation(Protocol):
     ) -> ClientReply:
         """Send a ``train.unlearn`` message running client op ``op`` on ``client``."""
 
+    def ask_remaining(
+        self, op: str, model: nn.Module, arrays: dict[str, np.ndarray] | None, config: dict[str, Any], clients: list[int]
+    ) -> dict[int, ClientReply]:
+        """Run client op ``op`` on some remaining clients (one batched exchange)."""
+
     def run_rounds(self, model: nn.Module, k: int, tag: str, *, epochs: float | None = None) -> nn.Module:
         """``k`` FedAvg rounds over the remaining clients, starting from ``model``."""
 
     def train_remaining(
-        self, model: nn.Module, tag: str, *, epochs: float | None = None
+        self, model: nn.Module, tag: str, *, epochs: float | None = None, clients: list[int] | None = None
     ) -> tuple[dict[int, dict[str, torch.Tensor]], dict[int, int]]:
-        """One local training of every remaining client from ``model``; returns
-        their states and example counts (not aggregated)."""
+        """One local training of the given remaining clients (default: the seeded
+        sample) from ``model``; returns their states and example counts (not
+        aggregated)."""
+
+    def self_check(self, model: nn.Module) -> float:
+        """The withdrawing clients' own loss-based membership AUC of their train
+        part against their held-out part (computed and reported by the clients;
+        the mean over withdrawing clients, weighted by their sizes)."""
+
+    def seed(self, *parts: int | str) -> int:
+        """A seed for the method's own randomness, derived from the scenario seed."""
 
     def history(self) -> list[HistoryEntry]:
         """Stored rounds of this arm before the event (empty unless requested)."""
@@ -142,7 +157,7 @@ class UnlearningMethod(ABC):
     def __init__(self, params: MethodParams | None = None) -> None:
         self.params = params if params is not None else self.Params()
 
-    def history_rounds(self, rounds: int) -> list[int]:
+    def history_rounds(self, rounds: int, event_rounds: list[int]) -> list[int]:
         """Rounds whose client updates the server must store (default none)."""
         return []
 
@@ -163,3 +178,22 @@ def register_method(cls: type[UnlearningMethod]) -> type[UnlearningMethod]:
     for op, fn in cls.client_ops.items():
         CLIENT_OPS[f"{cls.name}.{op}"] = fn
     return cls
+
+
+def self_check_op(model: nn.Module, data: ClientData, arrays: dict[str, np.ndarray], config: dict[str, Any]) -> ClientReply:
+    """Client op ``self_check``: loss-based membership AUC of the client's train
+    part (members) against its held-out part. Only the AUC leaves the client."""
+    from sklearn.metrics import roc_auc_score
+    from torch.nn import functional as F
+
+    with torch.no_grad():
+        model.eval()
+        s_in = -F.cross_entropy(model(data.x_train.to(data.device)), data.y_train.to(data.device), reduction="none")
+        s_out = -F.cross_entropy(model(data.x_holdout.to(data.device)), data.y_holdout.to(data.device), reduction="none")
+    scores = torch.cat([s_in, s_out]).cpu().numpy()
+    labels = np.r_[np.ones(len(s_in)), np.zeros(len(s_out))]
+    auc = float(roc_auc_score(labels, scores)) if len(s_out) and len(s_in) else float("nan")
+    return ClientReply({}, {"auc": auc, "n": float(len(s_in)), "steps": 0.0})
+
+
+CLIENT_OPS["self_check"] = self_check_op

@@ -222,3 +222,95 @@ def bake_decay(model: nn.Module, layer_name: str, phi: Tensor) -> None:
     w.mul_(phi.view(-1, *([1] * (w.dim() - 1))))
     if layer.bias is not None:
         layer.bias.mul_(phi)
+
+
+# ------------------------------------------------------------- the federated method
+
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+from pydantic import Field  # noqa: E402
+
+from fedforget.unlearning.base import (  # noqa: E402
+    ClientData,
+    ClientReply,
+    CostRecord,
+    Federation,
+    MethodParams,
+    UnlearningMethod,
+    register_method,
+)
+
+
+class FNNParams(MethodParams):
+    variant: str = Field("rank", pattern="^(ffr|vfr|rank)$", description="'ffr' fixed, 'vfr' varying, 'rank' activation-ranked rates")
+    tau: float = Field(10.0, gt=0, description="memory strength of every neuron (ffr)")
+    tau_min: float = Field(1.0, gt=0, description="fastest forgetting (vfr, rank: the most active neuron)")
+    tau_max: float = Field(20.0, gt=0, description="slowest forgetting (vfr, rank: the least active neuron)")
+    dt: float = Field(1.0, gt=0, description="forgetting time per unlearn step: phi = exp(-dt/tau)")
+    layers: int = Field(1, ge=1, description="how many of the last hidden ReLU layers forget")
+    iterations: int = Field(5, ge=1, description="K: (decay, learn round) iterations at most")
+    target_auc: float = Field(0.55, ge=0, le=1, description="stop when the withdrawing client's self-check AUC is <= this")
+
+
+def _op_activations(model: nn.Module, data: ClientData, arrays: dict, config: dict[str, Any]) -> ClientReply:
+    """Client: per-neuron mean activations on its data (nothing else leaves)."""
+    names = str(config["layers"]).split(",")
+    acts = neuron_mean_activations(model, data.x_train, names)
+    return ClientReply({k: v.cpu().numpy() for k, v in acts.items()}, {"n": float(len(data.y_train)), "steps": 0.0})
+
+
+@register_method
+class FNN(UnlearningMethod):
+    """Forgetting neural networks: decay phi = exp(-dt/tau) baked into the incoming
+    weights and biases of the last hidden ReLU layer(s), alternated with learn
+    rounds (one FedAvg round over the remaining clients each), K times at most,
+    stopping early when the withdrawing client's self-check AUC is at target."""
+
+    name = "fnn"
+    Params = FNNParams
+    summary = "Forgetting neural networks: per-neuron decay (ffr/vfr/activation-rank) alternated with learn rounds."
+    needs = "withdrawing client: per-neuron mean activations (rank variant) and self-check AUCs; remaining clients: learn rounds"
+    client_ops = {"activations": _op_activations}
+
+    def unlearn(self, model: nn.Module, fed: Federation) -> tuple[nn.Module, CostRecord]:
+        p = self.params
+        t0 = time.perf_counter()
+        layers = hidden_relu_layers(model)[-p.layers :]
+        if not layers:
+            raise ValueError("fnn needs a model with hidden ReLU layers (not logreg)")
+        modules = dict(model.named_children())
+        widths = {name: modules[name].weight.shape[0] for name in layers}
+        acts: dict[str, torch.Tensor] = {}
+        if p.variant == "rank":
+            replies = {c: fed.ask_client(c, "fnn.activations", model, None, {"layers": ",".join(layers)}) for c in fed.withdrawing}
+            total = sum(r.metrics["n"] for r in replies.values())
+            acts = {
+                name: sum(torch.as_tensor(r.arrays[name]) * (r.metrics["n"] / total) for r in replies.values())
+                for name in layers
+            }
+        gen = torch.Generator().manual_seed(fed.seed("taus"))
+        phis = {
+            name: forgetting_factors(
+                forgetting_taus(
+                    p.variant, widths[name], tau=p.tau, tau_min=p.tau_min, tau_max=p.tau_max,
+                    activations=acts.get(name), generator=gen,
+                ),
+                p.dt,
+            )
+            for name in layers
+        }
+        aucs = []
+        for _ in range(p.iterations):
+            for name in layers:
+                bake_decay(model, name, phis[name])
+            model = fed.run_rounds(model, 1, "fnn-learn")
+            aucs.append(fed.self_check(model))
+            if aucs[-1] <= p.target_auc:
+                break
+        fed.log(
+            method=self.name, variant=p.variant, layers=layers, iterations=len(aucs), self_check_auc=aucs,
+            phi_min=float(min(v.min() for v in phis.values())), wall_s=time.perf_counter() - t0,
+        )
+        return model, fed.cost()

@@ -45,13 +45,26 @@ notes 3 and 4), because the method section of the paper could not be read:
 from __future__ import annotations
 
 import math
+import time
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
+from pydantic import Field
 from torch.func import functional_call
+
+from fedforget.unlearning.base import (
+    ClientData,
+    ClientReply,
+    CostRecord,
+    Federation,
+    MethodParams,
+    UnlearningMethod,
+    register_method,
+)
 
 from .fnn import hidden_relu_layers
 
@@ -172,7 +185,24 @@ def _kl_from_probs(probs: Tensor, y: Tensor, reference: Tensor) -> Tensor:
     return (w * kl_c).sum() / w.sum()
 
 
-def forgetting_kl(model: nn.Module, x_forget: Tensor, y_forget: Tensor, reference: Tensor) -> Tensor:
+def _kl_per_sample(probs: Tensor, y: Tensor, reference: Tensor) -> Tensor:
+    """Mean over forget samples of ``KL(reference[y_i] || p_i)``."""
+    ref = reference.to(probs)[y.long()]
+    return (torch.xlogy(ref, ref) - ref * torch.log(probs.clamp_min(_PROB_FLOOR))).sum(dim=1).mean()
+
+
+_OBJECTIVES = {"class_mean": _kl_from_probs, "per_sample": _kl_per_sample}
+
+
+def _objective(name: str):
+    if name not in _OBJECTIVES:
+        raise ValueError(f"unknown forgetting objective {name!r}; expected one of {sorted(_OBJECTIVES)}")
+    return _OBJECTIVES[name]
+
+
+def forgetting_kl(
+    model: nn.Module, x_forget: Tensor, y_forget: Tensor, reference: Tensor, objective: str = "class_mean"
+) -> Tensor:
     """Differentiable forgetting objective on the forget data.
 
     Parameters
@@ -183,17 +213,22 @@ def forgetting_kl(model: nn.Module, x_forget: Tensor, y_forget: Tensor, referenc
         Forget data (non-empty).
     reference : Tensor
         ``Tensor[C, C]`` from :func:`class_reference_distribution`.
+    objective : {"class_mean", "per_sample"}
+        ``class_mean``: for each class ``c`` present in the forget data,
+        ``KL(reference[c] || mean softmax on forget samples of class c)``, averaged
+        with the class counts as weights. ``per_sample``: the mean over forget
+        samples of ``KL(reference[y_i] || softmax_i)``: every sample, not only its
+        class average, must look like a non-member of its class (a per-sample loss
+        attack sees samples, not class means).
 
     Returns
     -------
     Tensor
-        Scalar: for each class ``c`` present in the forget data,
-        ``KL(reference[c] || mean softmax on forget samples of class c)``, averaged with
-        the class counts as weights.
+        Scalar objective.
     """
     if x_forget.shape[0] == 0:
         raise ValueError("forget set is empty")
-    return _kl_from_probs(F.softmax(model(x_forget).float(), dim=1), y_forget, reference)
+    return _objective(objective)(F.softmax(model(x_forget).float(), dim=1), y_forget, reference)
 
 
 def _masked_override(model: nn.Module, mask_names: list[str]) -> tuple[dict[str, Tensor], list[str]]:
@@ -214,6 +249,7 @@ def forgetting_gradient(
     x_forget: Tensor,
     y_forget: Tensor,
     reference: Tensor,
+    objective: str = "class_mean",
 ) -> tuple[dict[str, Tensor], float]:
     """Gradient of :func:`forgetting_kl` w.r.t. the masked parameters only.
 
@@ -235,7 +271,7 @@ def forgetting_gradient(
     """
     override, names = _masked_override(model, mask_names)
     probs = F.softmax(_forward(model, x_forget, override).float(), dim=1)
-    kl = _kl_from_probs(probs, y_forget, reference)
+    kl = _objective(objective)(probs, y_forget, reference)
     grads = torch.autograd.grad(kl, [override[n] for n in names])
     return {n: g.detach() for n, g in zip(names, grads)}, float(kl.detach())
 
@@ -570,6 +606,7 @@ def forsaken_unlearn_local(
     holdout: tuple[Tensor, Tensor] | None = None,
     target_auc: float | None = None,
     check_every: int = 10,
+    objective: str = "class_mean",
 ) -> tuple[nn.Module, dict]:
     """Run the Forsaken loop centrally (gradients computed locally, no messages).
 
@@ -602,6 +639,8 @@ def forsaken_unlearn_local(
         Stop once the self-check AUC is ``<= target_auc`` (needs ``holdout``).
     check_every : int
         Self-check period in steps.
+    objective : {"class_mean", "per_sample"}
+        See :func:`forgetting_kl`.
 
     Returns
     -------
@@ -628,7 +667,7 @@ def forsaken_unlearn_local(
     stopped = False
     done = 0
     for s in range(steps):
-        g_f, kl = forgetting_gradient(model, names, xf, yf, reference)
+        g_f, kl = forgetting_gradient(model, names, xf, yf, reference, objective)
         g_r, r_loss = (None, None) if retain is None else retention_gradient(model, names, *retain)
         kls.append(kl)
         if r_loss is not None:
@@ -648,7 +687,7 @@ def forsaken_unlearn_local(
     if holdout is not None and (not aucs or aucs[-1][0] != done):
         aucs.append((done, self_check_auc(model, xf, yf, *holdout)))
     with torch.no_grad():
-        final_kl = float(forgetting_kl(model, xf, yf, reference))
+        final_kl = float(forgetting_kl(model, xf, yf, reference, objective))
     info = {
         "mask_names": names,
         "kl": kls,
@@ -660,3 +699,140 @@ def forsaken_unlearn_local(
         "history": opt.history,
     }
     return model, info
+
+
+# ------------------------------------------------------------- the federated method
+# Server side: the server owns the generator and the mask; each step the
+# withdrawing client sends the forgetting gradient of the masked parameters,
+# computed on its own data; a few remaining clients send retention gradients.
+
+
+
+class ForsakenParams(MethodParams):
+    scope: str = Field("last2", description="mask: 'last2' (last hidden layer + classifier), 'classifier' or 'all'")
+    steps: int = Field(60, ge=1, description="step budget (one client exchange per step)")
+    alpha: float = Field(0.1, gt=0, description="step size: theta <- theta - alpha * m")
+    lr: float = Field(1e-3, gt=0, description="generator Adam learning rate")
+    lambda_r: float = Field(1.0, ge=0, description="weight of the retention cross-entropy")
+    lambda_1: float = Field(1e-4, ge=0, description="weight of the L1 sparsity penalty on the mask gradient")
+    l1_mode: str = Field("additive", pattern="^(additive|retain_weighted)$", description="'additive' or the third-party 'retain_weighted'")
+    objective: str = Field("class_mean", pattern="^(class_mean|per_sample)$", description="forgetting KL on class means or per sample")
+    retain_clients: int = Field(2, ge=0, description="remaining clients asked for retention gradients each step (0: none)")
+    retain_samples: int = Field(256, ge=1, description="samples per retention gradient")
+    target_auc: float = Field(0.55, ge=0, le=1, description="stop when the client's self-check AUC is <= this")
+    check_every: int = Field(5, ge=1, description="self-check period in steps")
+    max_accuracy_drop: float = Field(0.05, ge=0, description="stop (undoing the last step) when test accuracy drops more")
+    hidden: int = Field(32, ge=1, description="generator width")
+
+
+def _op_reference(model: nn.Module, data: ClientData, arrays: dict, config: dict[str, Any]) -> ClientReply:
+    """Client: class-conditional non-member reference from its held-out part."""
+    if len(data.y_holdout) == 0:
+        raise ValueError("forsaken needs a held-out part on the withdrawing client (data.holdout_fraction > 0)")
+    ref = class_reference_distribution(model, data.x_holdout, data.y_holdout, data.num_classes)
+    auc = self_check_auc(model, data.x_train, data.y_train, data.x_holdout, data.y_holdout)
+    return ClientReply({"reference": ref.cpu().numpy()}, {"auc": auc, "n": float(len(data.y_train)), "steps": 0.0})
+
+
+def _op_gradient(model: nn.Module, data: ClientData, arrays: dict, config: dict[str, Any]) -> ClientReply:
+    """Client: gradient of the forgetting KL for the masked parameters on its data."""
+    names = str(config["mask"]).split(",")
+    ref = torch.as_tensor(arrays["reference"])
+    grads, kl = forgetting_gradient(model, names, data.x_train, data.y_train, ref, str(config["objective"]))
+    metrics = {"kl": kl, "steps": float(len(data.y_train)), "n": float(len(data.y_train))}
+    if bool(config.get("self_check", False)):
+        metrics["auc"] = self_check_auc(model, data.x_train, data.y_train, data.x_holdout, data.y_holdout)
+    return ClientReply({n: g.cpu().numpy() for n, g in grads.items()}, metrics)
+
+
+def _op_retain(model: nn.Module, data: ClientData, arrays: dict, config: dict[str, Any]) -> ClientReply:
+    """Remaining client: retention (cross-entropy) gradient on a seeded subsample."""
+    names = str(config["mask"]).split(",")
+    n = min(int(config["samples"]), len(data.y_train))
+    idx = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(int(config["seed"])))[:n]
+    grads, loss = retention_gradient(model, names, data.x_train[idx], data.y_train[idx])
+    return ClientReply({k: g.cpu().numpy() for k, g in grads.items()}, {"loss": loss, "steps": float(n), "n": float(n)})
+
+
+def _weighted_mean(replies: dict[int, ClientReply], names: list[str]) -> tuple[dict[str, Tensor], float]:
+    total = sum(r.metrics["n"] for r in replies.values())
+    out = {n: sum(torch.as_tensor(r.arrays[n]) * (r.metrics["n"] / total) for r in replies.values()) for n in names}
+    return out, total
+
+
+@register_method
+class Forsaken(UnlearningMethod):
+    """Forsaken mask-gradient unlearning, server side (METHODS.md §1, notes 3-4).
+
+    Our choices where the paper is silent: the server (not the client) owns the
+    generator, so the client only ever sends gradients of the masked parameters;
+    the generator is trained by the one-step-delayed chain rule of
+    :class:`MaskGradientOptimizer`; retention comes from ``retain_clients``
+    remaining clients' cross-entropy gradients (seeded sample each step); the stop
+    rule is the withdrawing client's self-check AUC (every ``check_every`` steps),
+    the step budget, or a test-accuracy drop (the offending step is undone).
+    """
+
+    name = "forsaken"
+    Params = ForsakenParams
+    summary = "Server-side mask-gradient unlearning with a learned coordinate-wise generator (Forsaken)."
+    needs = (
+        "withdrawing client: forgetting-KL gradients of the masked parameters each step, its class "
+        "reference distribution and self-check AUC; a few remaining clients: retention gradients"
+    )
+    client_ops = {"reference": _op_reference, "gradient": _op_gradient, "retain": _op_retain}
+
+    def unlearn(self, model: nn.Module, fed: Federation) -> tuple[nn.Module, CostRecord]:
+        p = self.params
+        t0 = time.perf_counter()
+        names = mask_parameter_names(model, p.scope)
+        params = dict(model.named_parameters())
+        # The reference distribution is fixed on the model before unlearning.
+        refs = {c: fed.ask_client(c, "forsaken.reference", model, None, {}) for c in fed.withdrawing}
+        total = sum(r.metrics["n"] for r in refs.values())
+        reference = sum(torch.as_tensor(r.arrays["reference"]) * (r.metrics["n"] / total) for r in refs.values())
+        auc0 = sum(r.metrics["auc"] * r.metrics["n"] for r in refs.values()) / total
+        acc0 = fed.test_accuracy(model)
+        opt = MaskGradientOptimizer(
+            alpha=p.alpha, lr=p.lr, lambda_r=p.lambda_r, lambda_1=p.lambda_1, l1_mode=p.l1_mode,
+            hidden=p.hidden, seed=fed.seed("generator"),
+        )
+        cfg = {"mask": ",".join(names), "objective": p.objective}
+        stop, auc, steps = "budget", auc0, 0
+        for s in range(p.steps):
+            check = (s + 1) % p.check_every == 0
+            g_rep = {
+                c: fed.ask_client(c, "forsaken.gradient", model, {"reference": reference.numpy()}, {**cfg, "self_check": s > 0 and s % p.check_every == 0})
+                for c in fed.withdrawing
+            }
+            if "auc" in next(iter(g_rep.values())).metrics:
+                auc = sum(r.metrics["auc"] * r.metrics["n"] for r in g_rep.values()) / total
+                if auc <= p.target_auc:
+                    stop = "target_auc"
+                    break
+            g_forget, _ = _weighted_mean(g_rep, names)
+            g_retain, retain_loss = None, None
+            if p.retain_clients and p.lambda_r > 0 and fed.remaining:
+                rng = np.random.default_rng(fed.seed("retain", s))
+                chosen = sorted(rng.choice(fed.remaining, size=min(p.retain_clients, len(fed.remaining)), replace=False).tolist())
+                r_rep = fed.ask_remaining("forsaken.retain", model, None, {**cfg, "samples": p.retain_samples, "seed": fed.seed("retain-data", s)}, chosen)
+                g_retain, _ = _weighted_mean(r_rep, names)
+                retain_loss = sum(r.metrics["loss"] * r.metrics["n"] for r in r_rep.values()) / sum(r.metrics["n"] for r in r_rep.values())
+            theta = {n: params[n].detach().clone() for n in names}
+            new = opt.step(theta, g_forget, g_retain, retain_loss)
+            with torch.no_grad():
+                for n in names:
+                    params[n].copy_(new[n])
+            steps = s + 1
+            if check and acc0 - fed.test_accuracy(model) > p.max_accuracy_drop:
+                with torch.no_grad():
+                    for n in names:
+                        params[n].copy_(theta[n])
+                stop = "accuracy_drop"
+                break
+        last = opt.history[-1] if opt.history else {}
+        fed.log(
+            method=self.name, steps=steps, stop=stop, self_check_auc_before=auc0, self_check_auc=auc,
+            mask=names, mask_zero_frac=last.get("zero_frac"), wall_s=time.perf_counter() - t0,
+        )
+        return model, fed.cost()

@@ -80,3 +80,48 @@ def perturb_state(
         noise = torch.randn(t.shape, generator=generator, device=generator.device)
         out[name] = t + (sigma * noise).to(device=t.device, dtype=t.dtype)
     return out
+
+
+# ------------------------------------------------------------- the federated method
+
+import time  # noqa: E402
+
+from pydantic import Field  # noqa: E402
+from torch import nn  # noqa: E402
+
+from fedforget.unlearning.base import CostRecord, Federation, MethodParams, UnlearningMethod, register_method  # noqa: E402
+
+
+class PerturbParams(MethodParams):
+    beta: float = Field(0.05, ge=0, description="noise std as a fraction of each layer's weight std (0: 'just continue')")
+    max_rounds: int = Field(5, ge=0, description="cap on FedAvg rounds over the remaining clients after the perturbation")
+    target_auc: float = Field(0.55, ge=0, le=1, description="stop when the withdrawing client's self-check AUC is <= this")
+
+
+@register_method
+class Perturb(UnlearningMethod):
+    """Lightweight unlearning: perturb the weights, then iterate toward the
+    remaining-data model with FedAvg rounds over the remaining clients until the
+    withdrawing client's self-check AUC reaches ``target_auc`` or ``max_rounds``.
+    The server never sees remaining data; the withdrawing client is only asked
+    for its self-check AUC after each round (stop rule, METHODS note 5)."""
+
+    name = "perturb"
+    Params = PerturbParams
+    summary = "Per-layer Gaussian weight perturbation, then FedAvg rounds over the remaining clients until a stop rule."
+    needs = "remaining clients: ordinary training rounds; withdrawing client: its self-check AUC after each round"
+
+    def unlearn(self, model: nn.Module, fed: Federation) -> tuple[nn.Module, CostRecord]:
+        p = self.params
+        t0 = time.perf_counter()
+        gen = torch.Generator().manual_seed(fed.seed("noise"))
+        noisy = perturb_state(dict(model.state_dict()), p.beta, gen)
+        model.load_state_dict(noisy)
+        aucs = []
+        for _ in range(p.max_rounds):
+            model = fed.run_rounds(model, 1, "perturb")
+            aucs.append(fed.self_check(model))
+            if aucs[-1] <= p.target_auc:
+                break
+        fed.log(method=self.name, rounds=len(aucs), self_check_auc=aucs, wall_s=time.perf_counter() - t0)
+        return model, fed.cost()

@@ -206,3 +206,118 @@ def projected_gradient_ascent(
         "accuracy_after": acc_after,
     }
     return model, info
+
+
+# ------------------------------------------------------------- the federated method
+
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+from pydantic import Field  # noqa: E402
+
+from fedforget.unlearning.base import (  # noqa: E402
+    ClientData,
+    ClientReply,
+    CostRecord,
+    Federation,
+    MethodParams,
+    UnlearningMethod,
+    register_method,
+)
+
+
+class PGAParams(MethodParams):
+    radius_fraction: float = Field(1 / 3, gt=0, description="delta = this x ||random model - reference|| (Halimi et al.)")
+    lr: float = Field(0.01, gt=0, description="gradient-ascent step size")
+    epochs: int = Field(5, ge=1, description="maximum passes over the client's data")
+    batch_size: int = Field(32, ge=1)
+    min_accuracy: float = Field(0.2, ge=0, le=1, description="early stop when accuracy on the client's held-out part falls below")
+
+
+def _op_ascent(model: nn.Module, data: ClientData, arrays: dict, config: dict[str, Any]) -> ClientReply:
+    """Client: projected gradient ascent on its own data around the reference
+    (the received model), inside an L2 ball of radius delta."""
+    reference = {k: v.detach().clone() for k, v in model.named_parameters()}
+    # Halimi et al.: delta is a fraction of the distance from a random model to the reference.
+    rand = _fresh_like(model, int(config["seed"]))
+    flat = torch.nn.utils.parameters_to_vector
+    with torch.no_grad():
+        dist = float(torch.linalg.vector_norm(flat(rand.parameters()) - flat(model.parameters())))
+    radius = float(config["radius_fraction"]) * dist
+    x_val, y_val = (data.x_holdout, data.y_holdout) if len(data.y_holdout) else (None, None)
+    model, info = projected_gradient_ascent(
+        model, data.x_train, data.y_train, reference, radius=radius, lr=float(config["lr"]),
+        epochs=int(config["epochs"]), batch_size=int(config["batch_size"]), seed=int(config["seed"]),
+        min_accuracy=float(config["min_accuracy"]), x_val=x_val, y_val=y_val,
+    )
+    arrays_out = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    metrics = {k: float(v) for k, v in info.items() if isinstance(v, (int, float, bool))}
+    metrics["radius"] = radius
+    return ClientReply(arrays_out, metrics)
+
+
+def _fresh_like(model: nn.Module, seed: int) -> nn.Module:
+    """A freshly initialised copy of ``model``'s architecture (seeded)."""
+    import copy
+
+    fresh = copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in fresh.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+    return fresh
+
+
+@register_method
+class PGA(UnlearningMethod):
+    """Halimi et al. (2022): the withdrawing client maximises its loss with
+    projected gradient ascent inside an L2 ball around the reference model (the
+    average of the other clients' last local models), then the federation
+    post-trains without it (the scenario's ``recovery_rounds``).
+
+    The reference is computed by the server from the last round's stored client
+    models (our choice: the client need not keep state between rounds) and sent to
+    the withdrawing client; only the unlearned model comes back.
+    """
+
+    name = "pga"
+    Params = PGAParams
+    summary = "Projected gradient ascent by the withdrawing client in an L2 ball around the reference model."
+    needs = "server: the other clients' models of the last round; withdrawing client: local gradient ascent on its data"
+    client_ops = {"ascent": _op_ascent}
+
+    def history_rounds(self, rounds: int, event_rounds: list[int]) -> list[int]:
+        return [r - 1 for r in event_rounds if r > 1]
+
+    def unlearn(self, model: nn.Module, fed: Federation) -> tuple[nn.Module, CostRecord]:
+        p = self.params
+        t0 = time.perf_counter()
+        last = [e for e in fed.history() if e.round == fed.round - 1]
+        others = {} if not last else {c: s for c, s in last[0].client_states.items() if c in fed.remaining}
+        storage = 0
+        if others:
+            counts = last[0].num_examples
+            total = sum(counts[c] for c in others)
+            ref = {k: sum(others[c][k] * (counts[c] / total) for c in others) for k in model.state_dict()}
+            storage = sum(v.numel() * v.element_size() for s in others.values() for v in s.values())
+            model.load_state_dict(ref)
+        # else: no stored round (event at round 1 or none of the others trained):
+        # fall back to the current global model as the reference.
+        cfg = {
+            "radius_fraction": p.radius_fraction, "lr": p.lr, "epochs": p.epochs, "batch_size": p.batch_size,
+            "min_accuracy": p.min_accuracy, "seed": fed.seed("pga"),
+        }
+        results = {c: fed.ask_client(c, "pga.ascent", model, None, cfg) for c in fed.withdrawing}
+        # Several withdrawing clients: average their unlearned models.
+        states = [{k: torch.as_tensor(v) for k, v in r.arrays.items()} for r in results.values()]
+        model.load_state_dict({k: sum(s[k] for s in states) / len(states) for k in states[0]})
+        cost = fed.cost()
+        cost.server_storage_bytes = storage
+        fed.log(
+            method=self.name, reference="others' last models" if others else "global model",
+            **{f"client{c}_{k}": v for c, r in results.items() for k, v in r.metrics.items()},
+            wall_s=time.perf_counter() - t0,
+        )
+        return model, cost
