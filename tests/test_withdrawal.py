@@ -1,0 +1,251 @@
+"""Withdrawal events and arms on the inline engine, checked from the message log
+and the metrics table; each method once through a local (Flower-free) handle."""
+
+from collections import defaultdict
+
+import numpy as np
+import pytest
+import torch
+
+import fedforget
+from fedforget.results import read_events
+from fedforget.unlearning import CLIENT_OPS, METHODS, ClientData, CostRecord, get_method
+
+ALL = ["forsaken", "perturb", "fnn", "federaser", "pga", "none"]
+
+
+@pytest.fixture(scope="module")
+def withdrawal_run(tmp_path_factory):
+    from tests.conftest import tiny
+
+    sc = tiny(
+        train={"rounds": 5, "fraction": 0.75},
+        events=[{"round": 3, "client": 1, "witness": "backdoor", "witness_fraction": 0.3}],
+        unlearning={"methods": ALL, "recovery_rounds": 1, "forsaken": {"steps": 4, "check_every": 2}},
+    )
+    res = fedforget.run(sc, out=tmp_path_factory.mktemp("w") / "run")
+    return sc, res, read_events(res.run_dir)
+
+
+def train_messages(events):
+    return [e for e in events if e["event"] == "message" and e["type"] == "train"]
+
+
+def test_withdrawn_client_never_trains_after_withdrawal(withdrawal_run):
+    _, _, events = withdrawal_run
+    msgs = train_messages(events)
+    for m in msgs:
+        if m["client"] != 1:
+            continue
+        assert m["arm"] != "retrain", m
+        if m["arm"] != "original":
+            # method arms only exist from the event on, and never train client 1
+            pytest.fail(f"withdrawn client got a training message: {m}")
+    # ... while in the original arm it keeps training
+    assert any(m["client"] == 1 and m["arm"] == "original" and int(m["round"]) > 3 for m in msgs)
+    # it was asked for unlearning work through the custom action
+    assert any(e["event"] == "message" and e["type"] == "train.unlearn" and e["client"] == 1 for e in events)
+
+
+def test_retrain_and_method_arms_sample_original_minus_withdrawn(withdrawal_run):
+    sc, _, events = withdrawal_run
+    by = defaultdict(set)
+    for m in train_messages(events):
+        if m["round"].isdigit():
+            by[(m["arm"], int(m["round"]))].add(m["client"])
+    for r in range(1, sc.train.rounds + 1):
+        orig = by[("original", r)]
+        assert len(orig) == 3  # fraction 0.75 of 4
+        assert by[("retrain", r)] == orig - {1}
+        if r > 3:
+            for name in ALL:
+                assert by[(name, r)] == orig - {1}, (name, r)
+    # some round did sample client 1 in original, so the check above has teeth
+    assert any(1 in by[("original", r)] for r in range(1, sc.train.rounds + 1))
+
+
+def test_metrics_cover_every_arm_round_and_client(withdrawal_run):
+    sc, res, _ = withdrawal_run
+    df = res.metrics
+    assert set(df.arm) == {"original", "retrain", *ALL}
+    for arm in set(df.arm):
+        sel = df[(df.arm == arm) & (df.metric == "test_accuracy")]
+        assert sorted(sel["round"]) == list(range(sc.train.rounds + 1)), arm
+        for metric in ("forget_accuracy", "retain_accuracy", "witness_accuracy"):
+            s = df[(df.arm == arm) & (df.metric == metric)]
+            assert set(s.client) == {1} and len(s) == sc.train.rounds + 1, (arm, metric)
+    # method arms share original's prefix exactly
+    pre = df[df["round"] < 3].set_index(["arm", "round", "client", "metric"]).value
+    for name in ALL:
+        np.testing.assert_array_equal(pre.loc[name].sort_index().to_numpy(), pre.loc["original"].sort_index().to_numpy())
+
+
+def test_cost_records(withdrawal_run):
+    _, res, _ = withdrawal_run
+    df = res.metrics
+    cost = df[df.metric.str.startswith("cost_")].pivot_table(index="arm", columns="metric", values="value")
+    assert set(cost.index) == set(ALL)
+    assert (cost["cost_wall_s"] > 0).all()
+    for name in ["forsaken", "perturb", "fnn", "federaser", "pga"]:
+        assert cost.loc[name, "cost_client_steps"] > 0, name
+        assert cost.loc[name, "cost_bytes_down"] > 0 and cost.loc[name, "cost_bytes_up"] > 0, name
+    assert cost.loc["federaser", "cost_server_storage_bytes"] > 0
+    assert cost.loc["pga", "cost_server_storage_bytes"] > 0
+    assert cost.loc["none", "cost_client_steps"] == 0 and cost.loc["none", "cost_bytes_up"] == 0
+    assert cost.loc["forsaken", "cost_server_storage_bytes"] == 0  # needs no stored history
+
+
+def test_witness_is_memorised_by_original_not_by_retrain(withdrawal_run):
+    _, res, _ = withdrawal_run
+    df = res.metrics
+    w = df[(df.metric == "witness_accuracy") & (df["round"] == 5)].set_index("arm").value
+    assert w["original"] > 0.2 and w["retrain"] < 0.05
+
+
+def test_two_events_exclude_both_clients(tiny_scenario, tmp_path):
+    sc = tiny_scenario(
+        train={"rounds": 4},
+        events=[{"round": 2, "client": 1}, {"round": 3, "clients": [2]}],
+        unlearning={"methods": ["none", "perturb"], "recovery_rounds": 0},
+    )
+    res = fedforget.run(sc, out=tmp_path / "r")
+    msgs = train_messages(read_events(res.run_dir))
+    for m in msgs:
+        if m["arm"] in ("none", "perturb") and m["round"].isdigit():
+            r = int(m["round"])
+            assert not (r >= 2 and m["client"] == 1) and not (r >= 3 and m["client"] == 2), m
+        if m["arm"] == "retrain":
+            assert m["client"] not in (1, 2)
+    withdraws = [e for e in read_events(res.run_dir) if e["event"] == "withdraw"]
+    assert [(w["round"], w["clients"]) for w in withdraws] == [(2, [1]), (3, [2])]
+    assert set(res.metrics.dropna(subset=["client"]).client) == {1, 2}
+
+
+# --- methods through a local handle (no Flower): behaviour of one unlearning step
+
+
+class LocalFederation:
+    """A Federation handle over local tensors: client ops run in-process."""
+
+    def __init__(self, model_fn, clients, withdrawing, num_classes, local_epochs=1):
+        self.model_fn = model_fn
+        self.clients = clients
+        self.round = 3
+        self.withdrawing = list(withdrawing)
+        self.remaining = [c for c in clients if c not in withdrawing]
+        self.num_clients = len(clients)
+        self.num_classes = num_classes
+        self.local_epochs = local_epochs
+        self.asked = []
+        self._cost = CostRecord()
+
+    def build_model(self):
+        return self.model_fn()
+
+    def _run(self, client, op, model, arrays, config):
+        self.asked.append((client, op))
+        rep = CLIENT_OPS[op](model, self.clients[client], arrays or {}, dict(config))
+        self._cost.client_steps += int(rep.metrics.get("steps", 0))
+        return rep
+
+    def ask_client(self, client, op, model, arrays, config):
+        assert client in self.withdrawing
+        return self._run(client, op, model, arrays, config)
+
+    def ask_remaining(self, op, model, arrays, config, clients):
+        return {c: self._run(c, op, model, arrays, config) for c in clients}
+
+    def run_rounds(self, model, k, tag, *, epochs=None):
+        return model
+
+    def train_remaining(self, model, tag, *, epochs=None, clients=None):
+        return {}, {}
+
+    def history(self):
+        return []
+
+    def test_accuracy(self, model):
+        return 1.0
+
+    def self_check(self, model):
+        return 0.9
+
+    def log(self, **info):
+        pass
+
+    def cost(self):
+        return CostRecord(**vars(self._cost))
+
+    def seed(self, *parts):
+        return 7
+
+
+def _clients(num=3, n=120, d=20, classes=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for c in range(num):
+        x = torch.randn(n, d, generator=g)
+        y = torch.randint(0, classes, (n,), generator=g)
+        out[c] = ClientData(c, x[:100], y[:100], x[100:], y[100:], classes)
+    return out
+
+
+def _trained_mlp(clients):
+    from fedforget.models import build_model
+    from fedforget.training import train_local
+
+    m = build_model("mlp", (20,), 4, [32, 16], seed=0)
+    train_local(m, clients[0].x_train, clients[0].y_train, epochs=30, batch_size=20, lr=0.1, seed=0)
+    return m
+
+
+def test_forsaken_method_changes_only_the_mask_and_lowers_the_kl():
+    from fedforget.unlearning.forsaken import class_reference_distribution, forgetting_kl, mask_parameter_names
+
+    clients = _clients()
+    model = _trained_mlp(clients)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ref = class_reference_distribution(model, clients[0].x_holdout, clients[0].y_holdout, 4)
+    with torch.no_grad():
+        kl0 = float(forgetting_kl(model, clients[0].x_train, clients[0].y_train, ref))
+    fed = LocalFederation(lambda: _trained_mlp(clients), clients, [0], 4)
+    method = get_method("forsaken", {"steps": 8, "check_every": 4, "target_auc": 0.0, "alpha": 0.1, "max_accuracy_drop": 1.0})
+    model, cost = method.unlearn(model, fed)
+    mask = set(mask_parameter_names(model, "last2"))
+    assert mask == {"3.weight", "3.bias", "5.weight", "5.bias"}
+    for k, v in model.state_dict().items():
+        if k in mask:
+            assert not torch.equal(v, before[k]), k
+        else:
+            assert torch.equal(v, before[k]), k
+    assert float(forgetting_kl(model, clients[0].x_train, clients[0].y_train, ref)) < kl0
+    # the withdrawing client sent gradients; two remaining clients sent retention gradients
+    assert ("0", "forsaken.gradient") not in fed.asked and (0, "forsaken.gradient") in fed.asked
+    assert {c for c, op in fed.asked if op == "forsaken.retain"} <= {1, 2}
+    assert cost.client_steps > 0
+
+
+def test_fnn_method_rank_decays_most_active_neurons_most():
+    clients = _clients()
+    model = _trained_mlp(clients)
+    w_before = model[3].weight.detach().clone()
+    fed = LocalFederation(lambda: _trained_mlp(clients), clients, [0], 4)
+    method = get_method("fnn", {"variant": "rank", "iterations": 1})
+    from fedforget.unlearning.fnn import neuron_mean_activations
+
+    acts = neuron_mean_activations(model, clients[0].x_train, ["3"])["3"]
+    model, _ = method.unlearn(model, fed)
+    ratio = (model[3].weight.detach().norm(dim=1) / w_before.norm(dim=1))
+    assert torch.isclose(ratio[acts.argmax()], torch.tensor(np.exp(-1.0), dtype=ratio.dtype), atol=1e-5)
+    assert torch.isclose(ratio[acts.argmin()], torch.tensor(np.exp(-1 / 20), dtype=ratio.dtype), atol=1e-5)
+    assert (0, "fnn.activations") in fed.asked
+
+
+def test_registry_lists_every_method_with_defaults():
+    assert set(ALL) <= set(METHODS)
+    for name in ALL:
+        m = get_method(name)
+        assert m.params == METHODS[name].Params()
+        assert METHODS[name].summary and METHODS[name].needs
+    with pytest.raises(ValueError, match="unknown unlearning method"):
+        get_method("magic")
