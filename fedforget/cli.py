@@ -11,7 +11,7 @@ EXIT_CONFIG = 2
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from fedforget.config import ConfigError, load_scenario
-    from fedforget.runner import default_out, run
+    from fedforget.runner import default_out, run, run_seeds
 
     overrides = list(args.overrides)
     if args.engine:
@@ -21,10 +21,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.seeds < 1:
+        print("error: --seeds must be >= 1", file=sys.stderr)
+        return EXIT_CONFIG
     out = Path(args.out) if args.out else default_out(sc)
+    if args.seeds > 1:
+        results = run_seeds(sc, args.seeds, out=out, progress=not args.no_progress, verbose=args.verbose)
+        for r in results:
+            print(f"seed {r.scenario.seed}: final test accuracy (original) {r.final():.4f}")
+        print(f"run directory: {out}  (report: {out / 'report.html'})")
+        return 0
     result = run(sc, out=out, progress=not args.no_progress, verbose=args.verbose)
-    print(f"run directory: {result.run_dir}")
+    print(f"run directory: {result.run_dir}  (report: {result.run_dir / 'report.html'})")
     print(f"final test accuracy (original): {result.final():.4f}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from fedforget.report import write_report
+
+    try:
+        path = write_report(args.run_dir)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"report: {path}")
     return 0
 
 
@@ -54,7 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="run directory (default runs/<name>-<timestamp>)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--verbose", action="store_true", help="show Ray and Flower logs")
+    r.add_argument("--seeds", type=int, default=1, help="run N seeds (seed, seed+1, ...) in one runtime")
     r.set_defaults(func=_cmd_run)
+    rep = sub.add_parser("report", help="(re)build report.html of a run directory")
+    rep.add_argument("run_dir")
+    rep.set_defaults(func=_cmd_report)
     m = sub.add_parser("methods", help="list unlearning methods, their parameters and defaults")
     m.set_defaults(func=_cmd_methods)
     return p

@@ -142,9 +142,15 @@ class UnlearningConfig(_Section):
 
 
 class OracleConfig(_Section):
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    """The membership oracle (``[oracle]``): calibrated once per withdrawal event
+    on the global model just before it, then reused for every round and arm."""
 
     attack: Literal["loss", "population", "lira"] = "loss"
+    n_boot: int = Field(200, ge=0, description="bootstrap replicates for the FR and AUC intervals")
+    controls: int = Field(2, ge=0, description="non-withdrawn control clients audited beside each withdrawn one")
+    shadows: int = Field(4, ge=1, description="lira: shadow federations per kind (with / without the client)")
+    lira_online: bool = Field(False, description="lira: also run shadows with the client (online); default offline")
+    scores: bool = Field(True, description="write per-sample scores for the event and last rounds")
 
 
 class Scenario(_Section):
@@ -178,6 +184,11 @@ class Scenario(_Section):
                 seen.add(c)
         if self.events and len(seen) >= self.data.num_clients:
             raise ValueError("every client withdraws; at least one must remain")
+        if self.oracle.lira_online:
+            raise ValueError(
+                "oracle.lira_online: online LiRA (shadows with the client) is not implemented; "
+                "use the offline variant (lira_online = false)"
+            )
         return self
 
     def to_toml_dict(self) -> dict[str, Any]:

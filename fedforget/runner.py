@@ -152,7 +152,41 @@ def run(
         sc = with_overrides(sc, [f"runtime.engine={engine}"])
     out_dir = Path(out) if out is not None else default_out(sc)
     (result,) = run_many([sc], [out_dir], sc.runtime.engine, progress, verbose)
+    _report(out_dir)
     return result
+
+
+def run_seeds(
+    scenario: Scenario | str | Path,
+    seeds: int,
+    overrides: list[str] | None = None,
+    engine: str | None = None,
+    out: str | Path | None = None,
+    progress: bool = False,
+    verbose: bool = False,
+) -> list[RunResult]:
+    """Run a scenario with ``seeds`` consecutive seeds (scenario seed, +1, ...)
+    in one runtime, into ``out/seed-<seed>/``; the report in ``out`` shows means
+    and 95% intervals across seeds."""
+    if seeds < 1:
+        raise ValueError("seeds must be >= 1")
+    sc = _resolve(scenario, overrides)
+    if engine is not None:
+        sc = with_overrides(sc, [f"runtime.engine={engine}"])
+    root = Path(out) if out is not None else default_out(sc)
+    scs = [with_overrides(sc, [f"seed={sc.seed + k}"]) for k in range(seeds)]
+    outs = [root / f"seed-{s.seed}" for s in scs]
+    results = run_many(scs, outs, sc.runtime.engine, progress, verbose)
+    for o in outs:
+        _report(o)
+    _report(root)
+    return results
+
+
+def _report(run_dir: Path) -> None:
+    from fedforget.report import write_report
+
+    write_report(run_dir)
 
 
 class _ProgressBar:

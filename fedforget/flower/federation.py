@@ -40,6 +40,7 @@ class TrainJob:
     clients: list[int]
     epochs: float | None = None
     keep_client_states: bool = False
+    seed: int | None = None  # overrides the scenario seed (shadow federations)
 
 
 @dataclass
@@ -131,7 +132,7 @@ class FederationRuntime:
         for j, job in enumerate(jobs):
             rec = _state_to_record(job.state)
             records.append(rec)
-            msgs = self.strategy.configure_train_arm(job.round_tag, rec, job.clients, job.arm, job.epochs)
+            msgs = self.strategy.configure_train_arm(job.round_tag, rec, job.clients, job.arm, job.epochs, job.seed)
             # Tag each message with its job (arm names may repeat across jobs).
             for m in msgs:
                 m.content["config"]["job"] = j

@@ -31,6 +31,7 @@ from fedforget.evaluation import Auditor
 from fedforget.flower.client_app import scenario_from_context
 from fedforget.flower.federation import FederationHandle, FederationRuntime, TrainJob
 from fedforget.models import build_model
+from fedforget.oracle.audit import MembershipAudit, over_unlearning_rows
 from fedforget.results import RunWriter
 from fedforget.schedule import ORIGINAL, RETRAIN, Arm, derive_seed, initial_arms
 from fedforget.training import evaluate
@@ -40,12 +41,25 @@ ProgressFn = Callable[[int, dict[str, float]], None]
 
 
 class ArmState:
-    """An arm and its current global model state."""
+    """An arm and its current global model state.
 
-    def __init__(self, arm: Arm, state: dict[str, torch.Tensor], history: list[HistoryEntry] | None = None):
+    ``seed`` overrides the scenario seed for sampling and data order (shadow
+    federations of the LiRA oracle); ``until`` is the last round it trains.
+    """
+
+    def __init__(
+        self,
+        arm: Arm,
+        state: dict[str, torch.Tensor],
+        history: list[HistoryEntry] | None = None,
+        seed: int | None = None,
+        until: int | None = None,
+    ):
         self.arm = arm
         self.state = state
         self.history: list[HistoryEntry] = history if history is not None else []
+        self.seed = seed
+        self.until = until
 
 
 def _clone(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -129,6 +143,44 @@ def _drive(grid: Grid, sc: Scenario, writer: RunWriter, progress: ProgressFn | N
     for name, st in arms.items():
         audit(name, 0, st.state)
 
+    # Membership audit: oracles calibrated at each event on original's model.
+    membership = None
+    controls: list[int] = []
+    shadows: dict[str, ArmState] = {}
+    shadow_of: dict[int, list[str]] = {}
+    if sc.events:
+        membership = MembershipAudit(
+            fd, sc.seed, sc.oracle.attack, sc.oracle.n_boot, sc.oracle.controls, sc.oracle.scores
+        )
+        controls = membership.control_clients(withdrawn)
+        if sc.oracle.attack == "lira":
+            # Offline LiRA: K shadow federations without each audited client,
+            # other seeds, trained up to the calibration round in this runtime.
+            event_of = {c: ev.round for ev in sc.events for c in ev.client_ids}
+            for c in withdrawn + controls:
+                stop = event_of.get(c, first_event) - 1
+                for k in range(sc.oracle.shadows):
+                    s_seed = derive_seed(sc.seed, "shadow", c, k)
+                    s_init = build_model(sc.model.name, fd.input_shape, fd.num_classes, sc.model.hidden, seed=derive_seed(s_seed, "init"))
+                    name = f"shadow-without-{c}-{k}"
+                    shadows[name] = ArmState(Arm(name, excluded={c}), _clone(s_init.state_dict()), seed=s_seed, until=stop)
+                    shadow_of.setdefault(c, []).append(name)
+            writer.event("lira_shadows", count=len(shadows), rounds_each=[s.until for s in shadows.values()])
+
+    def shadow_models(clients: list[int]) -> dict[int, list[torch.nn.Module]]:
+        out = {}
+        for c in clients:
+            out[c] = []
+            for name in shadow_of.get(c, []):
+                m = new_model()
+                m.load_state_dict(shadows[name].state)
+                out[c].append(m)
+        return out
+
+    def record(rows) -> None:
+        for arm_name, rnd_, client, metric, value in rows:
+            writer.metric(arm_name, rnd_, client, metric, value)
+
     for rnd in range(1, sc.train.rounds + 1):
         t_round = time.perf_counter()
         just_unlearned: set[str] = set()
@@ -139,11 +191,21 @@ def _drive(grid: Grid, sc: Scenario, writer: RunWriter, progress: ProgressFn | N
                     arms[name] = ArmState(Arm(name, method=name), _clone(orig.state), list(orig.history))
             for ev in events_at[rnd]:
                 writer.event("withdraw", round=rnd, clients=ev.client_ids, kind=ev.kind)
+                audited = ev.client_ids + (controls if rnd == first_event else [])
+                before = model_of(arms[ORIGINAL].state)
+                record(membership.calibrate(before, rnd, ev.client_ids, True, shadow_models(ev.client_ids)))
+                if rnd == first_event and controls:
+                    record(membership.calibrate(before, rnd, controls, False, shadow_models(controls)))
+                writer.event("oracle_calibrated", round=rnd, clients=audited, attack=sc.oracle.attack)
                 for name, method in methods.items():
                     _unlearn(sc, writer, runtime, arms[name], method, ev.client_ids, rnd, new_model, fd.num_classes, test_accuracy)
                     just_unlearned.add(name)
 
         jobs = []
+        for name, st in shadows.items():
+            if st.until is not None and rnd <= st.until:
+                clients = runtime.strategy.sample(rnd, st.arm.excluded, seed=st.seed)
+                jobs.append((name, False, TrainJob(name, rnd, st.state, clients, seed=st.seed)))
         for name, st in arms.items():
             if name in just_unlearned:
                 continue
@@ -154,7 +216,7 @@ def _drive(grid: Grid, sc: Scenario, writer: RunWriter, progress: ProgressFn | N
             jobs.append((name, keep, TrainJob(name, rnd, st.state, clients, keep_client_states=keep)))
         outcomes = runtime.train([j for _, _, j in jobs])
         for (name, keep, job), res in zip(jobs, outcomes, strict=True):
-            st = arms[name]
+            st = arms[name] if name in arms else shadows[name]
             if keep:
                 st.history.append(HistoryEntry(rnd, _clone(st.state), res.client_states, res.num_examples))
             st.state = res.state
@@ -162,6 +224,9 @@ def _drive(grid: Grid, sc: Scenario, writer: RunWriter, progress: ProgressFn | N
                 writer.event("empty_round", arm=name, round=rnd)
 
         accs = {name: audit(name, rnd, st.state) for name, st in arms.items()}
+        if membership is not None:
+            for name, st in arms.items():
+                record(membership.evaluate(name, rnd, model_of(st.state), sc.train.rounds))
         writer.event("round_end", round=rnd, seconds=time.perf_counter() - t_round, test_accuracy=accs)
         if progress is not None:
             progress(rnd, accs)
@@ -172,6 +237,12 @@ def _drive(grid: Grid, sc: Scenario, writer: RunWriter, progress: ProgressFn | N
         prefix = [r for r in writer.rows if r[0] == ORIGINAL and r[1] < first_event]
         for name in methods:
             writer.rows += [(name, *r[1:]) for r in prefix]
+    if membership is not None:
+        record(over_unlearning_rows(writer.metrics_frame(), list(methods), withdrawn))
+        for msg in membership.warnings:
+            writer.event("warning", message=msg)
+        for frame in membership.score_frames:
+            writer.scores(frame)
 
 
 def _unlearn(sc, writer, runtime, st: ArmState, method, clients, rnd, new_model, num_classes, test_accuracy) -> None:

@@ -53,9 +53,11 @@ class FedForgetStrategy(FedAvg):
         self.node_of = dict(node_of)
         self.client_of = {n: c for c, n in node_of.items()}
 
-    def sample(self, round_tag: int | str, exclude: set[int] = frozenset()) -> list[int]:
-        """Partition ids sampled for ``round_tag`` minus ``exclude``."""
-        return sample_clients(self.seed, round_tag, self.num_clients, self.fraction_train, exclude)
+    def sample(self, round_tag: int | str, exclude: set[int] = frozenset(), seed: int | None = None) -> list[int]:
+        """Partition ids sampled for ``round_tag`` minus ``exclude`` (``seed``
+        overrides the scenario seed, for shadow federations)."""
+        seed = self.seed if seed is None else seed
+        return sample_clients(seed, round_tag, self.num_clients, self.fraction_train, exclude)
 
     def configure_train_arm(
         self,
@@ -64,8 +66,10 @@ class FedForgetStrategy(FedAvg):
         clients: list[int],
         arm: str,
         epochs: float | None = None,
+        seed: int | None = None,
     ) -> list[Message]:
         """Training messages of one arm for the given clients."""
+        seed = self.seed if seed is None else seed
         messages = []
         for c in clients:
             cfg = ConfigRecord(
@@ -73,7 +77,7 @@ class FedForgetStrategy(FedAvg):
                     "sc": self.scenario_index,
                     "arm": arm,
                     "round": str(round_tag),
-                    "seed": local_seed(self.seed, round_tag, c),
+                    "seed": local_seed(seed, round_tag, c),
                     **({"epochs": float(epochs)} if epochs is not None else {}),
                 }
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score, roc_curve
 
 __all__ = [
@@ -186,10 +187,15 @@ def bootstrap_interval(
 
 
 def _auc_or_nan(scores: np.ndarray, is_member: np.ndarray) -> float:
+    """ROC AUC by the Mann-Whitney rank formula (ties averaged): the same value
+    as ``roc_auc_score``, several times faster, which matters inside bootstraps."""
     m = is_member.astype(bool)
-    if not m.any() or m.all():
+    n_m = int(m.sum())
+    n_n = m.size - n_m
+    if n_m == 0 or n_n == 0:
         return float("nan")
-    return float(roc_auc_score(m, scores))
+    ranks = rankdata(scores)
+    return float((ranks[m].sum() - n_m * (n_m + 1) / 2) / (n_m * n_n))
 
 
 def auc_interval(

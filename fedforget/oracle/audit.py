@@ -1,0 +1,193 @@
+"""The membership audit of a scenario: which clients, against which non-members,
+calibrated when, and the rows it adds to the metrics table.
+
+For each withdrawal event the oracle is calibrated once, on the ``original``
+global model just before the event (DESIGN rule 5), separately for every
+withdrawing client and for ``controls`` clients that never withdraw (their FR
+should stay near 0: a check that FR measures forgetting, not drift). Members are
+the client's train part; non-members are its held-out part topped up with global
+test samples, resampled to the members' label histogram and equal in number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fedforget.data.federated import FederatedData
+from fedforget.oracle.features import sample_statistics
+from fedforget.oracle.oracle import MembershipOracle
+from fedforget.oracle.sampling import class_matched_nonmembers
+from fedforget.schedule import ORIGINAL, RETRAIN, derive_seed
+
+Row = tuple[str, int, int | None, str, float]
+
+WITNESS_KEYS = {"mia_auc": "witness_mia_auc", "fr": "witness_fr"}
+OVER_UNLEARNING_ACC_MARGIN = 0.02
+
+
+def nonmember_ids(fd: FederatedData, client: int, seed: int) -> np.ndarray:
+    """Class-matched non-members of a client: its held-out part first, then test samples."""
+    members = fd.train_ids[client]
+    pool = np.concatenate([fd.holdout_ids[client], fd.test_ids])
+    preferred = np.r_[np.ones(len(fd.holdout_ids[client]), bool), np.zeros(len(fd.test_ids), bool)]
+    rng = np.random.default_rng(derive_seed(seed, "nonmembers", client))
+    idx = class_matched_nonmembers(fd.y[members], fd.y[pool], len(members), rng, preferred=preferred)
+    return pool[idx]
+
+
+@dataclass
+class _Watch:
+    client: int
+    event_round: int
+    withdrawn: bool
+    oracle: MembershipOracle
+    witness_mask: np.ndarray | None = None
+    warned: bool = False
+
+
+@dataclass
+class MembershipAudit:
+    """Oracles of one scenario and the metrics they produce."""
+
+    fd: FederatedData
+    seed: int
+    attack: str = "loss"
+    n_boot: int = 200
+    controls: int = 2
+    keep_scores: bool = True
+    watches: list[_Watch] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    score_frames: list[pd.DataFrame] = field(default_factory=list)
+
+    def control_clients(self, withdrawn: list[int]) -> list[int]:
+        """A seeded choice of ``controls`` clients that never withdraw."""
+        pool = [c for c in range(self.fd.num_clients) if c not in withdrawn]
+        rng = np.random.default_rng(derive_seed(self.seed, "controls"))
+        k = min(self.controls, len(pool))
+        return sorted(rng.choice(pool, size=k, replace=False).tolist()) if k else []
+
+    def calibrate(
+        self,
+        model: torch.nn.Module,
+        event_round: int,
+        clients: list[int],
+        withdrawn: bool,
+        shadows: dict[int, list[torch.nn.Module]] | None = None,
+    ) -> list[Row]:
+        """Calibrate one oracle per client on ``model`` (original, end of round
+        event_round - 1) and return original's "before" rows at that round.
+
+        ``shadows[c]``: for ``lira``, models of shadow federations trained
+        without client ``c`` (offline LiRA reference)."""
+        rows: list[Row] = []
+        for c in clients:
+            mem = self.fd.train_ids[c]
+            non = nonmember_ids(self.fd, c, self.seed)
+            x_m, y_m = self.fd.tensors(mem)
+            x_n, y_n = self.fd.tensors(non)
+            reference = None
+            if self.attack == "lira":
+                if not shadows or not shadows.get(c):
+                    raise ValueError(f"lira needs shadow models without client {c}")
+                phi_out = np.stack(
+                    [
+                        np.concatenate(
+                            [sample_statistics(s, x_m, y_m).logit_scaled, sample_statistics(s, x_n, y_n).logit_scaled]
+                        )
+                        for s in shadows[c]
+                    ]
+                )
+                reference = {"phi_in": None, "phi_out": phi_out}
+            oracle = MembershipOracle.calibrate(
+                model,
+                (x_m, y_m, mem),
+                (x_n, y_n, non),
+                attack=self.attack,
+                n_boot=self.n_boot,
+                seed=derive_seed(self.seed, "oracle", c),
+                reference=reference,
+            )
+            mask = None
+            if withdrawn and c in self.fd.witness_ids:
+                mask = np.isin(mem, self.fd.witness_ids[c])
+            w = _Watch(c, event_round, withdrawn, oracle, mask)
+            self.watches.append(w)
+            rows += self._rows_for(w, ORIGINAL, event_round - 1, model, scores=True)
+        return rows
+
+    def evaluate(self, arm: str, rnd: int, model: torch.nn.Module, last_round: int) -> list[Row]:
+        """Rows of every calibrated oracle on an arm's model at a round (from
+        each oracle's event round on)."""
+        rows: list[Row] = []
+        for w in self.watches:
+            if rnd >= w.event_round:
+                keep = self.keep_scores and rnd in (w.event_round, last_round)
+                rows += self._rows_for(w, arm, rnd, model, scores=keep)
+        return rows
+
+    def _rows_for(self, w: _Watch, arm: str, rnd: int, model: torch.nn.Module, scores: bool) -> list[Row]:
+        rep = w.oracle.evaluate(model)
+        out: list[Row] = [(arm, rnd, w.client, k, float(v)) for k, v in rep.metrics.items()]
+        if np.isnan(rep.metrics["fr"]) and not w.warned:
+            w.warned = True
+            self.warnings.append(
+                f"client {w.client}, event round {w.event_round}: the oracle flags none of its samples "
+                "as members before the withdrawal (B_T = 0), so FR is undefined (NaN)"
+            )
+        if w.witness_mask is not None and w.witness_mask.any():
+            wrep = w.oracle.evaluate_stats(*self._stats(w, model), subset_mask=w.witness_mask)
+            out += [(arm, rnd, w.client, WITNESS_KEYS[k], float(wrep.metrics[k])) for k in WITNESS_KEYS]
+        if scores and self.keep_scores:
+            ps = rep.per_sample
+            self.score_frames.append(
+                pd.DataFrame(
+                    {
+                        "arm": arm,
+                        "round": rnd,
+                        "client": w.client,
+                        "sample_id": ps["sample_id"].astype(np.int64),
+                        "member": ps["member"],
+                        "score": ps["score"],
+                        "decision": ps["decision"],
+                    }
+                )
+            )
+        return out
+
+    @staticmethod
+    def _stats(w: _Watch, model: torch.nn.Module):
+        o = w.oracle
+        return (
+            sample_statistics(model, o.members[0], o.members[1], o.batch_size),
+            sample_statistics(model, o.nonmembers[0], o.nonmembers[1], o.batch_size),
+        )
+
+
+def over_unlearning_rows(metrics: pd.DataFrame, methods: list[str], withdrawn: list[int]) -> list[Row]:
+    """``over_unlearning`` = 1 where a method's MIA AUC on a withdrawn client is
+    below the retrain arm's by more than retrain's interval (auc < retrain's
+    lower bound), or its forget accuracy is more than 2 points below retrain's."""
+    df = metrics[metrics.client.isin(withdrawn)]
+    piv = df.pivot_table(index=["arm", "round", "client"], columns="metric", values="value")
+    rows: list[Row] = []
+    if RETRAIN not in piv.index.get_level_values(0):
+        return rows
+    ref = piv.loc[RETRAIN]
+    for m in methods:
+        if m not in piv.index.get_level_values(0):
+            continue
+        mine = piv.loc[m]
+        for (rnd, client), r in mine.iterrows():
+            if "mia_auc" not in r or pd.isna(r.get("mia_auc")) or (rnd, client) not in ref.index:
+                continue
+            base = ref.loc[(rnd, client)]
+            if pd.isna(base.get("mia_auc", np.nan)):
+                continue  # before the event: retrain is not audited there
+            auc_low = r["mia_auc"] < base.get("mia_auc_lo", np.nan)
+            acc_low = r.get("forget_accuracy", np.nan) < base.get("forget_accuracy", np.nan) - OVER_UNLEARNING_ACC_MARGIN
+            rows.append((m, int(rnd), int(client), "over_unlearning", float(bool(auc_low or acc_low))))
+    return rows

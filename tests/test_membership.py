@@ -1,0 +1,161 @@
+"""The membership audit inside a run: oracles calibrated at the event on the
+original model, metrics for every arm and round, controls, scores, flags."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import fedforget
+from fedforget.results import read_events
+
+ORACLE_METRICS = [
+    "fr", "fr_transition", "b_t", "n_forget", "mia_auc", "mia_balanced_accuracy", "tpr_at_1pct_fpr",
+    "tpr_at_0.1pct_fpr", "fr_lo", "fr_hi", "mia_auc_lo", "mia_auc_hi",
+]
+
+
+def memorising(**over):
+    """A small federation that memorises its clients (synthetic, wide MLP)."""
+    from tests.conftest import tiny
+
+    base = dict(
+        data={"dataset": "synthetic", "num_clients": 4, "synthetic": {"samples": 800, "features": 100, "informative": 20, "classes": 10}},
+        model={"name": "mlp", "hidden": [256]},
+        train={"rounds": 5, "local_epochs": 5, "lr": 0.05},
+        events=[{"round": 4, "client": 1}],
+        unlearning={"methods": ["none", "federaser"], "recovery_rounds": 1},
+        oracle={"n_boot": 50},
+    )
+    base.update(over)
+    return tiny(**base)
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory):
+    res = fedforget.run(memorising(), out=tmp_path_factory.mktemp("m") / "run")
+    return res
+
+
+def test_oracle_sees_the_client_before_and_retrain_is_near_chance(audited):
+    df = audited.metrics
+    auc = df[(df.metric == "mia_auc") & (df.client == 1)].set_index(["arm", "round"]).value
+    assert auc[("original", 3)] > 0.65  # calibration model: the client is remembered
+    lo = df[(df.metric == "mia_auc_lo") & (df.client == 1)].set_index(["arm", "round"]).value
+    hi = df[(df.metric == "mia_auc_hi") & (df.client == 1)].set_index(["arm", "round"]).value
+    assert abs(auc[("retrain", 5)] - 0.5) < 0.05 or lo[("retrain", 5)] <= 0.5 <= hi[("retrain", 5)]
+    fr = df[(df.metric == "fr") & (df.client == 1)].set_index(["arm", "round"]).value
+    assert fr[("original", 3)] == 0.0  # the calibration model judged against itself
+    assert fr[("retrain", 5)] > 0.3 and fr[("none", 5)] < fr[("retrain", 5)]
+
+
+def test_every_arm_every_round_from_the_event_has_the_oracle_metrics(audited):
+    df = audited.metrics
+    for arm in ["original", "retrain", "none", "federaser"]:
+        for rnd in (4, 5):
+            got = set(df[(df.arm == arm) & (df["round"] == rnd) & (df.client == 1)].metric)
+            assert set(ORACLE_METRICS) <= got, (arm, rnd, set(ORACLE_METRICS) - got)
+    # intervals bracket the point estimates
+    piv = df[df.client == 1].pivot_table(index=["arm", "round"], columns="metric", values="value").dropna(subset=["mia_auc"])
+    assert (piv.mia_auc_lo <= piv.mia_auc + 1e-9).all() and (piv.mia_auc <= piv.mia_auc_hi + 1e-9).all()
+
+
+def test_two_controls_are_audited_and_barely_forget(audited):
+    df = audited.metrics
+    controls = sorted(set(df[(df.metric == "fr") & (df.client != 1)].client.dropna()))
+    assert len(controls) == 2 and 1 not in controls
+    fr = df[(df.metric == "fr") & df.client.isin(controls)]
+    # controls are not forgotten in any arm (continued training may even make
+    # them more memorised: FR <= 0), while retraining forgets the withdrawn client
+    assert (fr.value < 0.2).all()
+    fr_w = df[(df.metric == "fr") & (df.client == 1) & (df.arm == "retrain") & (df["round"] == 5)].value.iloc[0]
+    assert fr_w > fr[(fr.arm == "retrain") & (fr["round"] == 5)].value.max() + 0.3
+
+
+def test_scores_parquet_per_sample(audited):
+    sc = pd.read_parquet(audited.run_dir / "scores.parquet")
+    assert list(sc.columns) == ["arm", "round", "client", "sample_id", "member", "score", "decision"]
+    assert set(sc["round"]) == {3, 4, 5}  # before (calibration), event, last
+    one = sc[(sc.arm == "original") & (sc["round"] == 5) & (sc.client == 1)]
+    assert one.member.sum() == (~one.member).sum()  # equal numbers of non-members
+    # member ids are the client's train part, joinable with the metrics
+    from fedforget.data import federated_data_for
+
+    fd = federated_data_for(audited.scenario)
+    assert set(one[one.member].sample_id) == set(fd.train_ids[1].tolist())
+    assert not set(one[~one.member].sample_id) & set(np.concatenate(fd.train_ids).tolist())
+
+
+def test_run_writes_a_report_that_renders(audited, tmp_path):
+    from tests.test_report import rendered_figures
+
+    report = audited.run_dir / "report.html"
+    html = report.read_text()
+    assert "federaser" in html and "retrain" in html and "http://" not in html
+    rendered, total = rendered_figures(report, tmp_path)
+    assert rendered == total >= 4  # accuracy, FR, AUC, ROC at least
+
+
+def test_seeds_run_in_one_runtime_and_report_across_seeds(tmp_path):
+    from tests.conftest import tiny
+
+    sc = tiny(train={"rounds": 3}, events=[{"round": 2, "client": 1}], unlearning={"methods": ["none"], "recovery_rounds": 0}, oracle={"n_boot": 10})
+    results = fedforget.run_seeds(sc, 2, out=tmp_path / "seeds")
+    assert [r.scenario.seed for r in results] == [3, 4]
+    assert (tmp_path / "seeds" / "seed-3" / "metrics.parquet").is_file()
+    assert (tmp_path / "seeds" / "seed-4" / "report.html").is_file()
+    html = (tmp_path / "seeds" / "report.html").read_text()
+    assert "2 seeds" in html and "±" in html
+    assert not results[0].metrics.equals(results[1].metrics)
+
+
+def test_over_unlearning_flags_exist_for_methods_only(audited):
+    df = audited.metrics
+    flags = df[df.metric == "over_unlearning"]
+    assert set(flags.arm) == {"none", "federaser"}
+    assert set(flags.value) <= {0.0, 1.0}
+
+
+def test_lira_runs_with_shadow_federations(tmp_path):
+    sc = memorising(oracle={"attack": "lira", "shadows": 2, "n_boot": 20, "controls": 0}, unlearning={"methods": ["none"], "recovery_rounds": 0})
+    res = fedforget.run(sc, out=tmp_path / "lira")
+    events = read_events(res.run_dir)
+    shadows = [e for e in events if e["event"] == "lira_shadows"]
+    assert shadows and shadows[0]["count"] == 2
+    shadow_msgs = {e["arm"] for e in events if e["event"] == "message" and e["arm"].startswith("shadow-")}
+    assert shadow_msgs == {"shadow-without-1-0", "shadow-without-1-1"}
+    # shadows never train the audited client, and stop at the calibration round
+    for e in events:
+        if e["event"] == "message" and e["arm"].startswith("shadow-"):
+            assert e["client"] != 1 and int(e["round"]) <= 3
+    df = res.metrics
+    auc = df[(df.metric == "mia_auc") & (df.client == 1)].set_index(["arm", "round"]).value
+    assert auc[("original", 3)] > 0.6
+    assert "shadow" not in "".join(set(df.arm))
+
+
+def test_fr_nan_warning_when_nothing_is_flagged_before():
+    """B_T = 0: FR is NaN and the audit records one warning for the events log."""
+    from fedforget.data import build_federated_data
+    from fedforget.oracle.audit import MembershipAudit, _Watch
+    from fedforget.oracle.metrics import forgetting_rate
+    from fedforget.oracle.oracle import OracleReport
+
+    fd = build_federated_data(
+        dict(dataset="digits", partitioner="iid", num_clients=3, holdout_fraction=0.2, test_fraction=0.2), seed=0
+    )
+
+    class NothingFlaggedBefore:  # an oracle whose calibration flagged no member
+        def evaluate(self, model):
+            before = np.zeros(5, bool)
+            after = np.array([1, 0, 0, 0, 0], bool)
+            m = forgetting_rate(before, after)
+            per = {k: np.zeros(10) for k in ("sample_id", "score")}
+            per.update(member=np.r_[np.ones(5, bool), np.zeros(5, bool)], decision=np.zeros(10, bool))
+            return OracleReport({**m, "mia_auc": 0.5}, per, (np.zeros(2), np.zeros(2)))
+
+    audit = MembershipAudit(fd, seed=0, n_boot=10, controls=0)
+    w = _Watch(client=0, event_round=2, withdrawn=True, oracle=NothingFlaggedBefore())
+    rows = audit._rows_for(w, "none", 2, None, scores=False) + audit._rows_for(w, "none", 3, None, scores=False)
+    fr = [v for *_, m, v in rows if m == "fr"]
+    assert all(np.isnan(v) for v in fr) and [v for *_, m, v in rows if m == "b_t"][0] == 0
+    assert len(audit.warnings) == 1 and "B_T = 0" in audit.warnings[0]
