@@ -73,8 +73,14 @@ def test_hf_path_on_in_memory_dataset():
 
 
 def test_hf_offline_gives_clear_error(monkeypatch):
+    import datasets
+    import huggingface_hub
+
+    # The Hub libraries read these at import time; patch the live flags too.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
     with pytest.raises(DataUnavailableError, match="Hugging Face Hub"):
         load_hf("fedforget-test/does-not-exist", seed=0)
 
