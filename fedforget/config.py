@@ -150,6 +150,7 @@ class OracleConfig(_Section):
     controls: int = Field(2, ge=0, description="non-withdrawn control clients audited beside each withdrawn one")
     shadows: int = Field(4, ge=1, description="lira: shadow federations per kind (with / without the client)")
     lira_online: bool = Field(False, description="lira: also run shadows with the client (online); default offline")
+    lira_fixed_variance: bool = Field(True, description="lira: one pooled std (Carlini et al.'s choice for few shadows)")
     scores: bool = Field(True, description="write per-sample scores for the event and last rounds")
 
 
@@ -184,11 +185,8 @@ class Scenario(_Section):
                 seen.add(c)
         if self.events and len(seen) >= self.data.num_clients:
             raise ValueError("every client withdraws; at least one must remain")
-        if self.oracle.lira_online:
-            raise ValueError(
-                "oracle.lira_online: online LiRA (shadows with the client) is not implemented; "
-                "use the offline variant (lira_online = false)"
-            )
+        if self.oracle.attack == "lira" and self.oracle.lira_online and self.oracle.shadows < 2:
+            raise ValueError("oracle.shadows must be >= 2 for online LiRA (each sample is IN in half of them)")
         return self
 
     def to_toml_dict(self) -> dict[str, Any]:

@@ -71,6 +71,7 @@ def run_many(
     if len(n) != 1:
         raise ValueError(f"scenarios in one runtime need the same num_clients, got {sorted(n)}")
     from fedforget.flower.client_app import make_client_app
+    from fedforget.flower.engines import run_inline, run_ray
     from fedforget.flower.server_app import make_server_app
 
     _quiet(verbose)  # after importing flwr, which configures its logger on import
@@ -83,38 +84,14 @@ def run_many(
         if bar:
             bar.start()
         if engine == "inline":
-            from flwr.app import Context, RecordDict
-
-            from fedforget.flower.inline import InlineGrid
-
-            grid = InlineGrid(client_app, num_nodes)
-            server_app(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={}))
+            run_inline(server_app, client_app, num_nodes)
         else:
-            _run_ray(server_app, client_app, num_nodes, scenarios[0], verbose)
+            rt = scenarios[0].runtime
+            run_ray(server_app, client_app, num_nodes, rt.num_cpus, rt.num_gpus, rt.address, verbose)
     finally:
         if bar:
             bar.stop()
     return [RunResult(Path(o), s, read_metrics(o)) for s, o in zip(scenarios, outs, strict=True)]
-
-
-def _run_ray(server_app, client_app, num_nodes: int, sc: Scenario, verbose: bool) -> None:
-    from flwr.simulation import run_simulation
-
-    rt = sc.runtime
-    init_args: dict = {"logging_level": "DEBUG" if verbose else "ERROR", "log_to_driver": verbose}
-    if rt.address:
-        init_args["address"] = rt.address
-    backend_config = {
-        "client_resources": {"num_cpus": rt.num_cpus, "num_gpus": rt.num_gpus},
-        "init_args": init_args,
-    }
-    run_simulation(
-        server_app=server_app,
-        client_app=client_app,
-        num_supernodes=num_nodes,
-        backend_config=backend_config,
-        verbose_logging=verbose,
-    )
 
 
 def default_out(sc: Scenario) -> Path:

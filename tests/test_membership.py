@@ -115,18 +115,29 @@ def test_over_unlearning_flags_exist_for_methods_only(audited):
     assert set(flags.value) <= {0.0, 1.0}
 
 
-def test_lira_runs_with_shadow_federations(tmp_path):
-    sc = memorising(oracle={"attack": "lira", "shadows": 2, "n_boot": 20, "controls": 0}, unlearning={"methods": ["none"], "recovery_rounds": 0})
+@pytest.mark.parametrize("online", [False, True])
+def test_lira_runs_with_shadow_federations(tmp_path, online):
+    sc = memorising(
+        oracle={"attack": "lira", "shadows": 2, "n_boot": 20, "controls": 0, "lira_online": online},
+        unlearning={"methods": ["none"], "recovery_rounds": 0},
+    )
     res = fedforget.run(sc, out=tmp_path / "lira")
     events = read_events(res.run_dir)
     shadows = [e for e in events if e["event"] == "lira_shadows"]
-    assert shadows and shadows[0]["count"] == 2
+    assert shadows and shadows[0]["count"] == (4 if online else 2)
     shadow_msgs = {e["arm"] for e in events if e["event"] == "message" and e["arm"].startswith("shadow-")}
-    assert shadow_msgs == {"shadow-without-1-0", "shadow-without-1-1"}
-    # shadows never train the audited client, and stop at the calibration round
+    expected = {"shadow-without-1-0", "shadow-without-1-1"}
+    if online:
+        expected |= {"shadow-with-1-0", "shadow-with-1-1"}
+    assert shadow_msgs == expected
+    # OUT shadows never train the audited client; all stop at the calibration round
     for e in events:
         if e["event"] == "message" and e["arm"].startswith("shadow-"):
-            assert e["client"] != 1 and int(e["round"]) <= 3
+            assert int(e["round"]) <= 3
+            if e["arm"].startswith("shadow-without-"):
+                assert e["client"] != 1
+    if online:
+        assert any(e["event"] == "message" and e["arm"].startswith("shadow-with-") and e["client"] == 1 for e in events)
     df = res.metrics
     auc = df[(df.metric == "mia_auc") & (df.client == 1)].set_index(["arm", "round"]).value
     assert auc[("original", 3)] > 0.6
@@ -159,3 +170,11 @@ def test_fr_nan_warning_when_nothing_is_flagged_before():
     fr = [v for *_, m, v in rows if m == "fr"]
     assert all(np.isnan(v) for v in fr) and [v for *_, m, v in rows if m == "b_t"][0] == 0
     assert len(audit.warnings) == 1 and "B_T = 0" in audit.warnings[0]
+
+
+def test_lira_in_masks_are_balanced():
+    from fedforget.oracle.audit import lira_in_masks
+
+    m = lira_in_masks(200, 4, seed=0, client=1)
+    assert m.shape == (4, 200) and (m.sum(axis=0) == 2).all()
+    assert not (m == m[0]).all()  # different halves per shadow

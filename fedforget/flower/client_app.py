@@ -109,6 +109,10 @@ def make_client_app(scenarios: list[Scenario] | None = None) -> ClientApp:
         if epochs <= 0:
             raise ValueError(f"epochs must be > 0, got {epochs}")
         x, y = data.x_train, data.y_train
+        if "ids" in message.content.array_records:
+            # An IN shadow federation of the LiRA auditor (simulation-only, not
+            # the protocol): train on the given audit samples instead.
+            x, y = federated_data_for(sc).tensors(message.content["ids"]["ids"].numpy())
         steps = 0
         full, part = int(epochs), epochs - int(epochs)
         seed = int(cfg["seed"])

@@ -41,6 +41,7 @@ class TrainJob:
     epochs: float | None = None
     keep_client_states: bool = False
     seed: int | None = None  # overrides the scenario seed (shadow federations)
+    ids: dict[int, np.ndarray] | None = None  # per-client training ids (IN shadows only)
 
 
 @dataclass
@@ -136,6 +137,10 @@ class FederationRuntime:
             # Tag each message with its job (arm names may repeat across jobs).
             for m in msgs:
                 m.content["config"]["job"] = j
+                c = self.strategy.client_of[m.metadata.dst_node_id]
+                if job.ids and c in job.ids:
+                    # Auditor-side shadow federation only: not part of the protocol.
+                    m.content["ids"] = ArrayRecord({"ids": Array(np.asarray(job.ids[c], dtype=np.int64))})
             messages += msgs
             owners += [j] * len(msgs)
         replies = self._exchange(messages, "training")

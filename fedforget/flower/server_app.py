@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
@@ -31,7 +32,7 @@ from fedforget.evaluation import Auditor
 from fedforget.flower.client_app import scenario_from_context
 from fedforget.flower.federation import FederationHandle, FederationRuntime, TrainJob
 from fedforget.models import build_model
-from fedforget.oracle.audit import MembershipAudit, over_unlearning_rows
+from fedforget.oracle.audit import LiraShadows, MembershipAudit, audit_ids, lira_in_masks, over_unlearning_rows
 from fedforget.results import RunWriter
 from fedforget.schedule import ORIGINAL, RETRAIN, Arm, derive_seed, initial_arms
 from fedforget.training import evaluate
@@ -44,7 +45,8 @@ class ArmState:
     """An arm and its current global model state.
 
     ``seed`` overrides the scenario seed for sampling and data order (shadow
-    federations of the LiRA oracle); ``until`` is the last round it trains.
+    federations of the LiRA oracle); ``until`` is the last round it trains;
+    ``ids`` replaces some clients' training data by given sample ids (IN shadows).
     """
 
     def __init__(
@@ -54,8 +56,10 @@ class ArmState:
         history: list[HistoryEntry] | None = None,
         seed: int | None = None,
         until: int | None = None,
+        ids: dict[int, np.ndarray] | None = None,
     ):
         self.arm = arm
+        self.ids = ids
         self.state = state
         self.history: list[HistoryEntry] = history if history is not None else []
         self.seed = seed
@@ -148,33 +152,60 @@ def _drive(grid: Grid, sc: Scenario, writer: RunWriter, progress: ProgressFn | N
     controls: list[int] = []
     shadows: dict[str, ArmState] = {}
     shadow_of: dict[int, list[str]] = {}
+    shadow_masks: dict[int, np.ndarray] = {}
+    lira_params = {"fixed_variance": sc.oracle.lira_fixed_variance} if sc.oracle.attack == "lira" else None
     if sc.events:
         membership = MembershipAudit(
             fd, sc.seed, sc.oracle.attack, sc.oracle.n_boot, sc.oracle.controls, sc.oracle.scores
         )
         controls = membership.control_clients(withdrawn)
         if sc.oracle.attack == "lira":
-            # Offline LiRA: K shadow federations without each audited client,
-            # other seeds, trained up to the calibration round in this runtime.
+            # LiRA reference: K shadow federations per audited client, other
+            # seeds, trained in this runtime up to the calibration round. OUT
+            # shadows never sample the client; IN shadows (online only) let it
+            # train on a balanced random half of its audit samples (members and
+            # non-members), so every sample has an IN and an OUT distribution.
             event_of = {c: ev.round for ev in sc.events for c in ev.client_ids}
             for c in withdrawn + controls:
                 stop = event_of.get(c, first_event) - 1
+                n_audit = sum(len(a) for a in audit_ids(fd, c, sc.seed))
+                masks = lira_in_masks(n_audit, sc.oracle.shadows, sc.seed, c) if sc.oracle.lira_online else None
                 for k in range(sc.oracle.shadows):
-                    s_seed = derive_seed(sc.seed, "shadow", c, k)
-                    s_init = build_model(sc.model.name, fd.input_shape, fd.num_classes, sc.model.hidden, seed=derive_seed(s_seed, "init"))
-                    name = f"shadow-without-{c}-{k}"
-                    shadows[name] = ArmState(Arm(name, excluded={c}), _clone(s_init.state_dict()), seed=s_seed, until=stop)
-                    shadow_of.setdefault(c, []).append(name)
-            writer.event("lira_shadows", count=len(shadows), rounds_each=[s.until for s in shadows.values()])
+                    for kind in ("without", "with") if sc.oracle.lira_online else ("without",):
+                        s_seed = derive_seed(sc.seed, "shadow", kind, c, k)
+                        s_init = build_model(
+                            sc.model.name, fd.input_shape, fd.num_classes, sc.model.hidden, seed=derive_seed(s_seed, "init")
+                        )
+                        name = f"shadow-{kind}-{c}-{k}"
+                        ids = None
+                        if kind == "with":
+                            ids = {c: np.concatenate(audit_ids(fd, c, sc.seed))[masks[k]]}
+                        shadows[name] = ArmState(
+                            Arm(name, excluded={c} if kind == "without" else set()),
+                            _clone(s_init.state_dict()),
+                            seed=s_seed,
+                            until=stop,
+                            ids=ids,
+                        )
+                        shadow_of.setdefault(c, []).append(name)
+                if masks is not None:
+                    shadow_masks[c] = masks
+            writer.event("lira_shadows", count=len(shadows), online=sc.oracle.lira_online,
+                         rounds_each=[s.until for s in shadows.values()])
 
-    def shadow_models(clients: list[int]) -> dict[int, list[torch.nn.Module]]:
+    def shadow_models(clients: list[int]) -> dict[int, LiraShadows]:
         out = {}
         for c in clients:
-            out[c] = []
+            models = {}
             for name in shadow_of.get(c, []):
                 m = new_model()
                 m.load_state_dict(shadows[name].state)
-                out[c].append(m)
+                models[name] = m
+            out[c] = LiraShadows(
+                out_models=[m for n, m in models.items() if n.startswith("shadow-without-")],
+                in_models=[m for n, m in models.items() if n.startswith("shadow-with-")],
+                in_masks=shadow_masks.get(c),
+            )
         return out
 
     def record(rows) -> None:
@@ -193,9 +224,9 @@ def _drive(grid: Grid, sc: Scenario, writer: RunWriter, progress: ProgressFn | N
                 writer.event("withdraw", round=rnd, clients=ev.client_ids, kind=ev.kind)
                 audited = ev.client_ids + (controls if rnd == first_event else [])
                 before = model_of(arms[ORIGINAL].state)
-                record(membership.calibrate(before, rnd, ev.client_ids, True, shadow_models(ev.client_ids)))
+                record(membership.calibrate(before, rnd, ev.client_ids, True, shadow_models(ev.client_ids), lira_params))
                 if rnd == first_event and controls:
-                    record(membership.calibrate(before, rnd, controls, False, shadow_models(controls)))
+                    record(membership.calibrate(before, rnd, controls, False, shadow_models(controls), lira_params))
                 writer.event("oracle_calibrated", round=rnd, clients=audited, attack=sc.oracle.attack)
                 for name, method in methods.items():
                     _unlearn(sc, writer, runtime, arms[name], method, ev.client_ids, rnd, new_model, fd.num_classes, test_accuracy)
@@ -205,7 +236,7 @@ def _drive(grid: Grid, sc: Scenario, writer: RunWriter, progress: ProgressFn | N
         for name, st in shadows.items():
             if st.until is not None and rnd <= st.until:
                 clients = runtime.strategy.sample(rnd, st.arm.excluded, seed=st.seed)
-                jobs.append((name, False, TrainJob(name, rnd, st.state, clients, seed=st.seed)))
+                jobs.append((name, False, TrainJob(name, rnd, st.state, clients, seed=st.seed, ids=st.ids)))
         for name, st in arms.items():
             if name in just_unlearned:
                 continue

@@ -39,6 +39,33 @@ def nonmember_ids(fd: FederatedData, client: int, seed: int) -> np.ndarray:
     return pool[idx]
 
 
+def audit_ids(fd: FederatedData, client: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Members (the client's train part) and class-matched non-members, in the
+    column order every oracle reference uses."""
+    return fd.train_ids[client], nonmember_ids(fd, client, seed)
+
+
+def lira_in_masks(n_samples: int, n_shadows: int, seed: int, client: int) -> np.ndarray:
+    """``(n_shadows, n_samples)`` booleans: which audit samples each IN shadow
+    trains on. Balanced as in Carlini et al.: every sample is IN in exactly half
+    of the shadows (so every sample has both an IN and an OUT distribution)."""
+    rng = np.random.default_rng(derive_seed(seed, "lira-in", client))
+    masks = np.zeros((n_shadows, n_samples), bool)
+    for j in range(n_samples):
+        masks[rng.permutation(n_shadows)[: n_shadows // 2], j] = True
+    return masks
+
+
+@dataclass
+class LiraShadows:
+    """Reference models of one audited client: OUT shadows never saw its data;
+    IN shadows trained on the audit samples where ``in_masks`` is True."""
+
+    out_models: list[torch.nn.Module]
+    in_models: list[torch.nn.Module] = field(default_factory=list)
+    in_masks: np.ndarray | None = None
+
+
 @dataclass
 class _Watch:
     client: int
@@ -76,32 +103,23 @@ class MembershipAudit:
         event_round: int,
         clients: list[int],
         withdrawn: bool,
-        shadows: dict[int, list[torch.nn.Module]] | None = None,
+        shadows: dict[int, LiraShadows] | None = None,
+        attack_params: dict | None = None,
     ) -> list[Row]:
         """Calibrate one oracle per client on ``model`` (original, end of round
         event_round - 1) and return original's "before" rows at that round.
 
-        ``shadows[c]``: for ``lira``, models of shadow federations trained
-        without client ``c`` (offline LiRA reference)."""
+        ``shadows[c]``: for ``lira``, the reference models of client ``c``."""
         rows: list[Row] = []
         for c in clients:
-            mem = self.fd.train_ids[c]
-            non = nonmember_ids(self.fd, c, self.seed)
+            mem, non = audit_ids(self.fd, c, self.seed)
             x_m, y_m = self.fd.tensors(mem)
             x_n, y_n = self.fd.tensors(non)
             reference = None
             if self.attack == "lira":
-                if not shadows or not shadows.get(c):
-                    raise ValueError(f"lira needs shadow models without client {c}")
-                phi_out = np.stack(
-                    [
-                        np.concatenate(
-                            [sample_statistics(s, x_m, y_m).logit_scaled, sample_statistics(s, x_n, y_n).logit_scaled]
-                        )
-                        for s in shadows[c]
-                    ]
-                )
-                reference = {"phi_in": None, "phi_out": phi_out}
+                if not shadows or c not in shadows or not shadows[c].out_models:
+                    raise ValueError(f"lira needs shadow models for client {c}")
+                reference = self._lira_reference(shadows[c], x_m, y_m, x_n, y_n)
             oracle = MembershipOracle.calibrate(
                 model,
                 (x_m, y_m, mem),
@@ -110,6 +128,7 @@ class MembershipAudit:
                 n_boot=self.n_boot,
                 seed=derive_seed(self.seed, "oracle", c),
                 reference=reference,
+                attack_params=attack_params,
             )
             mask = None
             if withdrawn and c in self.fd.witness_ids:
@@ -157,6 +176,24 @@ class MembershipAudit:
                 )
             )
         return out
+
+    @staticmethod
+    def _lira_reference(sh: LiraShadows, x_m, y_m, x_n, y_n) -> dict:
+        """phi (logit-scaled confidence) of every shadow on every audit sample;
+        NaN where a shadow does not belong to a sample's IN / OUT distribution."""
+
+        def phi(model):
+            return np.concatenate(
+                [sample_statistics(model, x_m, y_m).logit_scaled, sample_statistics(model, x_n, y_n).logit_scaled]
+            )
+
+        phi_out = [phi(m) for m in sh.out_models]
+        phi_in = []
+        for model, mask in zip(sh.in_models, sh.in_masks if sh.in_masks is not None else [], strict=True):
+            p = phi(model)
+            phi_in.append(np.where(mask, p, np.nan))
+            phi_out.append(np.where(mask, np.nan, p))
+        return {"phi_in": np.stack(phi_in) if phi_in else None, "phi_out": np.stack(phi_out)}
 
     @staticmethod
     def _stats(w: _Watch, model: torch.nn.Module):

@@ -1,0 +1,44 @@
+"""Start a ServerApp and a ClientApp on an engine.
+
+``ray``: Flower's Simulation Runtime (``flwr.simulation.run_simulation``) on Ray,
+locally or on an existing cluster. ``inline``: the same apps in this process over
+an :class:`~fedforget.flower.inline.InlineGrid`.
+"""
+
+from __future__ import annotations
+
+from flwr.app import Context, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
+
+from fedforget.flower.inline import InlineGrid
+
+
+def run_inline(server_app: ServerApp, client_app: ClientApp, num_nodes: int) -> None:
+    """Run the apps in this process (no Ray)."""
+    grid = InlineGrid(client_app, num_nodes)
+    server_app(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={}))
+
+
+def run_ray(
+    server_app: ServerApp,
+    client_app: ClientApp,
+    num_nodes: int,
+    num_cpus: float,
+    num_gpus: float,
+    address: str = "",
+    verbose: bool = False,
+) -> None:
+    """Run the apps on Flower's Simulation Runtime (Ray)."""
+    from flwr.simulation import run_simulation
+
+    init_args: dict = {"logging_level": "DEBUG" if verbose else "ERROR", "log_to_driver": verbose}
+    if address:
+        init_args["address"] = address
+    run_simulation(
+        server_app=server_app,
+        client_app=client_app,
+        num_supernodes=num_nodes,
+        backend_config={"client_resources": {"num_cpus": num_cpus, "num_gpus": num_gpus}, "init_args": init_args},
+        verbose_logging=verbose,
+    )
