@@ -711,7 +711,7 @@ def forsaken_unlearn_local(
 class ForsakenParams(MethodParams):
     scope: str = Field("last2", description="mask: 'last2' (last hidden layer + classifier), 'classifier' or 'all'")
     steps: int = Field(60, ge=1, description="step budget (one client exchange per step)")
-    alpha: float = Field(0.1, gt=0, description="step size: theta <- theta - alpha * m")
+    alpha: float = Field(0.3, gt=0, description="step size: theta <- theta - alpha * m")
     lr: float = Field(1e-3, gt=0, description="generator Adam learning rate")
     lambda_r: float = Field(1.0, ge=0, description="weight of the retention cross-entropy")
     lambda_1: float = Field(1e-4, ge=0, description="weight of the L1 sparsity penalty on the mask gradient")
