@@ -68,3 +68,23 @@ def test_client_crash_stops_the_run_without_a_complete_looking_result(tiny_scena
     names = {p.name for p in (tmp_path / "run").iterdir()}
     assert "metrics.parquet" not in names and "events.jsonl" not in names
     assert "events.jsonl.partial" in names
+
+
+def test_client_evaluate_reports_on_its_held_out_part(tiny_scenario):
+    from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+
+    from fedforget.data import federated_data_for
+    from fedforget.flower.client_app import make_client_app
+    from fedforget.flower.inline import InlineGrid
+    from fedforget.models import build_model
+
+    sc = tiny_scenario()
+    fd = federated_data_for(sc)
+    grid = InlineGrid(make_client_app([sc]), 4)
+    node = sorted(grid.get_node_ids())[2]
+    model = build_model("mlp", fd.input_shape, fd.num_classes, [32], seed=0)
+    content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "config": ConfigRecord({"sc": 0})})
+    (reply,) = grid.send_and_receive([Message(content=content, message_type=MessageType.EVALUATE, dst_node_id=node)])
+    m = reply.content["metrics"]
+    assert m["num-examples"] == len(fd.holdout_ids[2])
+    assert 0.0 <= m["eval-accuracy"] <= 1.0 and m["eval-loss"] > 0

@@ -11,7 +11,6 @@ from torch import nn
 
 from fedforget.unlearning import federaser, fnn, forsaken, perturb, pga
 
-
 # ------------------------------------------------------------------------ helpers
 
 

@@ -11,7 +11,6 @@ withdrawal event (see :class:`fedforget.unlearning.base.Federation`).
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field

@@ -34,7 +34,7 @@ from fedforget.flower.federation import FederationHandle, FederationRuntime, Tra
 from fedforget.models import build_model
 from fedforget.oracle.audit import LiraShadows, MembershipAudit, audit_ids, lira_in_masks, over_unlearning_rows
 from fedforget.results import RunWriter
-from fedforget.schedule import ORIGINAL, RETRAIN, Arm, derive_seed, initial_arms
+from fedforget.schedule import ORIGINAL, Arm, derive_seed, initial_arms
 from fedforget.training import evaluate
 from fedforget.unlearning import HistoryEntry, get_method, method_params
 

@@ -15,8 +15,13 @@ Our choices where the paper is silent:
 
 from __future__ import annotations
 
+import time
+
 import torch
-from torch import Tensor
+from pydantic import Field
+from torch import Tensor, nn
+
+from fedforget.unlearning.base import CostRecord, Federation, MethodParams, UnlearningMethod, register_method
 
 __all__ = ["calibrate_update", "calibrated_aggregate", "storage_bytes"]
 
@@ -108,13 +113,6 @@ def storage_bytes(updates: list[dict[str, Tensor]]) -> int:
 
 
 # ------------------------------------------------------------- the federated method
-
-import time  # noqa: E402
-
-from pydantic import Field  # noqa: E402
-from torch import nn  # noqa: E402
-
-from fedforget.unlearning.base import CostRecord, Federation, MethodParams, UnlearningMethod, register_method  # noqa: E402
 
 
 class FedEraserParams(MethodParams):

@@ -23,8 +23,22 @@ Our choices where the paper could not be read (METHODS.md implementation note 6)
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import torch
+from pydantic import Field
 from torch import Tensor, nn
+
+from fedforget.unlearning.base import (
+    ClientData,
+    ClientReply,
+    CostRecord,
+    Federation,
+    MethodParams,
+    UnlearningMethod,
+    register_method,
+)
 
 __all__ = [
     "hidden_relu_layers",
@@ -225,22 +239,6 @@ def bake_decay(model: nn.Module, layer_name: str, phi: Tensor) -> None:
 
 
 # ------------------------------------------------------------- the federated method
-
-import time  # noqa: E402
-from typing import Any  # noqa: E402
-
-import numpy as np  # noqa: E402
-from pydantic import Field  # noqa: E402
-
-from fedforget.unlearning.base import (  # noqa: E402
-    ClientData,
-    ClientReply,
-    CostRecord,
-    Federation,
-    MethodParams,
-    UnlearningMethod,
-    register_method,
-)
 
 
 class FNNParams(MethodParams):

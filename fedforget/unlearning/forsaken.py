@@ -51,9 +51,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
-from pydantic import Field
 from torch.func import functional_call
 
 from fedforget.unlearning.base import (

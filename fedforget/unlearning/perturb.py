@@ -17,8 +17,13 @@ Our choices where the paper is silent (METHODS.md implementation note 5):
 
 from __future__ import annotations
 
+import time
+
 import torch
-from torch import Tensor
+from pydantic import Field
+from torch import Tensor, nn
+
+from fedforget.unlearning.base import CostRecord, Federation, MethodParams, UnlearningMethod, register_method
 
 __all__ = ["noise_scales", "perturb_state"]
 
@@ -83,13 +88,6 @@ def perturb_state(
 
 
 # ------------------------------------------------------------- the federated method
-
-import time  # noqa: E402
-
-from pydantic import Field  # noqa: E402
-from torch import nn  # noqa: E402
-
-from fedforget.unlearning.base import CostRecord, Federation, MethodParams, UnlearningMethod, register_method  # noqa: E402
 
 
 class PerturbParams(MethodParams):

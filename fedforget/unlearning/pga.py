@@ -20,9 +20,23 @@ Our choices where the paper is silent:
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
+
+from fedforget.unlearning.base import (
+    ClientData,
+    ClientReply,
+    CostRecord,
+    Federation,
+    MethodParams,
+    UnlearningMethod,
+    register_method,
+)
 
 __all__ = ["project_to_l2_ball", "projected_gradient_ascent", "reference_model"]
 
@@ -209,22 +223,6 @@ def projected_gradient_ascent(
 
 
 # ------------------------------------------------------------- the federated method
-
-import time  # noqa: E402
-from typing import Any  # noqa: E402
-
-import numpy as np  # noqa: E402
-from pydantic import Field  # noqa: E402
-
-from fedforget.unlearning.base import (  # noqa: E402
-    ClientData,
-    ClientReply,
-    CostRecord,
-    Federation,
-    MethodParams,
-    UnlearningMethod,
-    register_method,
-)
 
 
 class PGAParams(MethodParams):
