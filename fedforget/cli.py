@@ -11,7 +11,9 @@ EXIT_CONFIG = 2
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from fedforget.config import ConfigError, load_scenario
-    from fedforget.runner import default_out, run, run_seeds
+    from fedforget.data import DataUnavailableError
+    from fedforget.flower.strategy import ClientFailure
+    from fedforget.runner import default_out
 
     overrides = list(args.overrides)
     if args.engine:
@@ -25,6 +27,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print("error: --seeds must be >= 1", file=sys.stderr)
         return EXIT_CONFIG
     out = Path(args.out) if args.out else default_out(sc)
+    try:
+        return _run_and_print(sc, out, args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except DataUnavailableError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except ClientFailure as err:
+        print(f"error: {err} (run directory {out} holds only events.jsonl.partial)", file=sys.stderr)
+        return 1
+
+
+def _run_and_print(sc, out: Path, args: argparse.Namespace) -> int:
+    from fedforget.runner import run, run_seeds
+
     if args.seeds > 1:
         results = run_seeds(sc, args.seeds, out=out, progress=not args.no_progress, verbose=args.verbose)
         for r in results:

@@ -75,6 +75,16 @@ def run_many(
     from fedforget.flower.server_app import make_server_app
 
     _quiet(verbose)  # after importing flwr, which configures its logger on import
+    # Fail fast, before any runtime starts or file is written: data that cannot be
+    # loaded (Hub offline) or partitioned (too many clients) is a clear error here.
+    from fedforget.config import ConfigError
+    from fedforget.data import federated_data_for
+
+    for sc in scenarios:
+        try:
+            federated_data_for(sc)
+        except ValueError as err:  # e.g. more clients than samples, a bad witness label
+            raise ConfigError(f"<{sc.name}>: data: {err}") from None
 
     bar = _ProgressBar(scenarios) if progress else None
     client_app = make_client_app(list(scenarios))

@@ -73,3 +73,36 @@ def test_cli_bad_config_exits_2_and_writes_nothing(tmp_path, capsys):
     assert main(["run", str(path), "train.rounds=0", "--out", str(out), "--engine", "inline"]) == 2
     assert "train.rounds" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_cli_data_errors_are_one_line_and_write_nothing(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    path = write(tmp_path, GOOD)
+    # more clients than samples: caught before any runtime starts
+    assert main(["run", str(path), "data.num_clients=1000", "--out", str(out), "--engine", "inline"]) == 2
+    assert "too many" in capsys.readouterr().err and not out.exists()
+    # a Hub dataset that cannot be reached
+    import fedforget.data.datasets as ds
+    from fedforget.data import DataUnavailableError
+
+    def offline(hub_id, seed):
+        raise DataUnavailableError(f"could not load dataset 'hf:{hub_id}' from the Hugging Face Hub (offline)")
+
+    monkeypatch.setattr(ds, "load_hf", offline)
+    assert main(["run", str(path), "data.dataset=hf:mnist", "--out", str(out), "--engine", "inline"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Hugging Face Hub" in err and not out.exists()
+
+
+def test_cli_client_crash_is_one_clear_error(tmp_path, capsys, monkeypatch):
+    import fedforget.flower.client_app as ca
+
+    def crash(*a, **k):
+        raise RuntimeError("GPU fell off the bus")
+
+    monkeypatch.setattr(ca, "train_local", crash)
+    out = tmp_path / "run"
+    assert main(["run", str(write(tmp_path, GOOD)), "--out", str(out), "--engine", "inline", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "GPU fell off the bus" in err and "client" in err
+    assert not (out / "metrics.parquet").exists()

@@ -52,9 +52,11 @@ def _client_data(scenario: Scenario, pid: int) -> ClientData:
     fd = federated_data_for(scenario)
     if not 0 <= pid < fd.num_clients:
         raise ValueError(f"partition-id {pid} out of range (num_clients = {fd.num_clients})")
-    x, y = fd.client_train(pid)
-    xh, yh = fd.client_holdout(pid)
-    return ClientData(pid, x, y, xh, yh, fd.num_classes, get_device(scenario.runtime.device))
+    device = get_device(scenario.runtime.device)
+    # Data lives where the model computes (client ops mix both freely).
+    x, y = (t.to(device) for t in fd.client_train(pid))
+    xh, yh = (t.to(device) for t in fd.client_holdout(pid))
+    return ClientData(pid, x, y, xh, yh, fd.num_classes, device)
 
 
 def _model(scenario: Scenario, arrays: ArrayRecord, device: torch.device) -> torch.nn.Module:
