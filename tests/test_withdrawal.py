@@ -74,6 +74,8 @@ def test_metrics_cover_every_arm_round_and_client(withdrawal_run):
         for metric in ("forget_accuracy", "retain_accuracy", "witness_accuracy"):
             s = df[(df.arm == arm) & (df.metric == metric)]
             assert set(s.client) == {1} and len(s) == sc.train.rounds + 1, (arm, metric)
+    l2 = df[df.metric == "l2_to_retrain"].set_index(["arm", "round"]).value
+    assert (l2.loc["retrain"] == 0).all() and (l2.loc["original"] > 0).all()
     # method arms share original's prefix exactly
     pre = df[df["round"] < 3].set_index(["arm", "round", "client", "metric"]).value
     for name in ALL:

@@ -34,7 +34,7 @@ from fedforget.flower.federation import FederationHandle, FederationRuntime, Tra
 from fedforget.models import build_model
 from fedforget.oracle.audit import LiraShadows, MembershipAudit, audit_ids, lira_in_masks, over_unlearning_rows
 from fedforget.results import RunWriter
-from fedforget.schedule import ORIGINAL, Arm, derive_seed, initial_arms
+from fedforget.schedule import ORIGINAL, RETRAIN, Arm, derive_seed, initial_arms
 from fedforget.training import evaluate
 from fedforget.unlearning import HistoryEntry, get_method, method_params
 
@@ -255,6 +255,12 @@ def _drive(grid: Grid, sc: Scenario, writer: RunWriter, progress: ProgressFn | N
                 writer.event("empty_round", arm=name, round=rnd)
 
         accs = {name: audit(name, rnd, st.state) for name, st in arms.items()}
+        if RETRAIN in arms:
+            # Parameter-space distance to the model that never saw the withdrawn clients.
+            ref = arms[RETRAIN].state
+            for name, st in arms.items():
+                dist = torch.sqrt(sum(((st.state[k].float() - ref[k].float()) ** 2).sum() for k in ref))
+                writer.metric(name, rnd, None, "l2_to_retrain", float(dist))
         if membership is not None:
             for name, st in arms.items():
                 record(membership.evaluate(name, rnd, model_of(st.state), sc.train.rounds))

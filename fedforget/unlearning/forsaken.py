@@ -16,8 +16,9 @@ notes 3 and 4), because the method section of the paper could not be read:
   with ``P_n`` the original model's class-conditional mean softmax on non-member
   reference data (probabilities, not logits); weighted by forget-class counts. Classes
   missing from the reference use the overall mean softmax of the reference set.
-* Generator: coordinate-wise MLP (3 -> 32 -> 32, tanh) shared by all masked
-  coordinates, input ``[theta_j, g_j / (rms(g)+eps), |theta_j|]``, output
+* Generator: coordinate-wise MLP (4 -> 32 -> 32, tanh) shared by all masked
+  coordinates, input ``[theta_j, g_j / (rms(g)+eps), |theta_j|, g^r_j / (rms(g)+eps)]``
+  (``g^r`` the retention gradient, zeros without one), output
   ``m_j = rms(g) * (s_j * g_j / (rms(g)+eps) + r_j)`` with ``s_j = softplus(.)`` started
   at 1 and ``r_j`` started at exactly 0, so the first steps are plain (normalised)
   descent on the KL and the generator learns corrections from there.
@@ -365,7 +366,7 @@ class CoordinateGenerator(nn.Module):
         self.eps = eps
         # skip_init: no draws from the global RNG; we initialise from our own generator
         self.body = nn.Sequential(
-            nn.utils.skip_init(nn.Linear, 3, hidden),
+            nn.utils.skip_init(nn.Linear, 4, hidden),
             nn.Tanh(),
             nn.utils.skip_init(nn.Linear, hidden, hidden),
             nn.Tanh(),
@@ -379,45 +380,54 @@ class CoordinateGenerator(nn.Module):
                 layer.bias.zero_()
             # s = softplus(b) = 1 at init, with a little weight noise so that the body
             # receives gradient from the first generator update on
-            nn.init.normal_(self.scale_head.weight, std=1e-2, generator=gen)
+            nn.init.normal_(self.scale_head.weight, std=5e-3, generator=gen)
             self.scale_head.bias.fill_(math.log(math.expm1(1.0)))
             # residual exactly 0 at init: the first step is a descent direction for the KL
             self.residual_head.weight.zero_()
             self.residual_head.bias.zero_()
 
-    def features(self, theta: Tensor, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-coordinate features ``[theta, g / (rms(g)+eps), |theta|]``.
+    def features(
+        self, theta: Tensor, grad: Tensor, retain: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-coordinate features ``[theta, g/(rms(g)+eps), |theta|, g_r/(rms(g)+eps)]``.
 
         Parameters
         ----------
         theta, grad : Tensor
             Flat masked parameters and forgetting gradient (same length).
+        retain : Tensor, optional
+            Flat retention gradient; zeros when absent. Scaled by the forgetting
+            gradient's rms so both directions are comparable inputs, which lets the
+            residual head learn to move along the retention descent direction.
 
         Returns
         -------
         tuple of Tensor
-            ``(features[N, 3], normalised gradient[N], rms(g) scalar)``; all detached.
+            ``(features[N, 4], normalised gradient[N], rms(g) scalar)``; all detached.
         """
         theta = theta.detach().flatten()
         grad = grad.detach().flatten()
         rms = grad.pow(2).mean().sqrt()
         g_n = grad / (rms + self.eps)
-        return torch.stack([theta, g_n, theta.abs()], dim=1), g_n, rms
+        r_n = torch.zeros_like(g_n) if retain is None else retain.detach().flatten() / (rms + self.eps)
+        return torch.stack([theta, g_n, theta.abs(), r_n], dim=1), g_n, rms
 
-    def forward(self, theta: Tensor, grad: Tensor) -> Tensor:
+    def forward(self, theta: Tensor, grad: Tensor, retain: Tensor | None = None) -> Tensor:
         """Mask gradient ``m = rms(g) * (s * g/(rms(g)+eps) + r)`` per coordinate.
 
         Parameters
         ----------
         theta, grad : Tensor
             Flat masked parameters and forgetting gradient.
+        retain : Tensor, optional
+            Flat retention gradient (an input feature only).
 
         Returns
         -------
         Tensor
             Flat mask gradient, differentiable w.r.t. the generator parameters.
         """
-        feats, g_n, rms = self.features(theta, grad)
+        feats, g_n, rms = self.features(theta, grad, retain)
         h = self.body(feats)
         s = F.softplus(self.scale_head(h)).squeeze(1)
         r = self.residual_head(h).squeeze(1)
@@ -569,7 +579,7 @@ class MaskGradientOptimizer:
                 raise ValueError("masked parameters changed between steps; call reset()")
             gen_loss = self._generator_update(g_f, g_r, retain_loss)
 
-        m = self.generator(flat_theta, g_f)
+        m = self.generator(flat_theta, g_f, g_r)
         self._prev_m, self._prev_names = m, names
         m_d = m.detach()
         rms = g_f.pow(2).mean().sqrt()
