@@ -101,15 +101,23 @@ class RuntimeConfig(_Section):
 class Event(_Section):
     """Something that happens to one or more clients at the start of a round.
 
-    ``kind`` selects what is removed. Only ``withdraw`` (the whole client) is
-    implemented; the type carries ``fraction`` / ``label`` so that
-    ``delete_fraction`` and ``delete_class`` fit without a schema rewrite.
+    ``kind``:
+
+    - ``withdraw``: the whole client leaves; it never trains again.
+    - ``delete_fraction``: the client deletes a seeded ``fraction`` of its train
+      samples and keeps training on the rest.
+    - ``delete_class``: the client deletes all its train samples of ``label``.
+
+    The data to forget ("forget set") is the whole train part for ``withdraw``
+    and the deleted samples otherwise.
     """
 
     round: int = Field(ge=1)
     client: int | None = Field(None, ge=0)
     clients: list[int] | None = None
-    kind: Literal["withdraw"] = "withdraw"
+    kind: Literal["withdraw", "delete_fraction", "delete_class"] = "withdraw"
+    fraction: float | None = Field(None, gt=0.0, lt=1.0)
+    label: int | None = Field(None, ge=0)
     witness: Literal["backdoor", "canary"] | None = None
     witness_fraction: float = Field(0.1, gt=0.0, le=1.0)
     witness_label: int = Field(0, ge=0)
@@ -125,11 +133,21 @@ class Event(_Section):
                 raise ValueError("'clients' lists a client twice")
             if any(c < 0 for c in self.clients):
                 raise ValueError("client ids must be >= 0")
+        if (self.kind == "delete_fraction") != (self.fraction is not None):
+            raise ValueError("'fraction' is required by, and only allowed with, kind = 'delete_fraction'")
+        if (self.kind == "delete_class") != (self.label is not None):
+            raise ValueError("'label' is required by, and only allowed with, kind = 'delete_class'")
+        if self.witness is not None and self.kind != "withdraw":
+            raise ValueError("'witness' is only supported with kind = 'withdraw'")
         return self
 
     @property
     def client_ids(self) -> list[int]:
         return [self.client] if self.client is not None else list(self.clients or [])
+
+    @property
+    def withdraws(self) -> bool:
+        return self.kind == "withdraw"
 
 
 class UnlearningConfig(_Section):
@@ -181,10 +199,13 @@ class Scenario(_Section):
                         f"(num_clients = {self.data.num_clients})"
                     )
                 if c in seen:
-                    raise ValueError(f"events[{i}]: client {c} withdraws twice")
+                    what = "withdraws twice" if ev.withdraws else "appears in two events"
+                    raise ValueError(f"events[{i}]: client {c} {what}")
                 seen.add(c)
-        if self.events and len(seen) >= self.data.num_clients:
+        if self.events and len(self.withdrawn_clients()) >= self.data.num_clients:
             raise ValueError("every client withdraws; at least one must remain")
+        if self.oracle.attack == "lira" and any(not ev.withdraws for ev in self.events):
+            raise ValueError("oracle.attack = 'lira' supports withdraw events only")
         if self.oracle.attack == "lira" and self.oracle.lira_online and self.oracle.shadows < 2:
             raise ValueError("oracle.shadows must be >= 2 for online LiRA (each sample is IN in half of them)")
         return self
@@ -197,6 +218,11 @@ class Scenario(_Section):
         return tomli_w.dumps(self.to_toml_dict())
 
     def withdrawn_clients(self) -> list[int]:
+        """Clients that leave (``withdraw`` events)."""
+        return [c for ev in self.events if ev.withdraws for c in ev.client_ids]
+
+    def forgetting_clients(self) -> list[int]:
+        """Clients with data to forget (any event)."""
         return [c for ev in self.events for c in ev.client_ids]
 
 

@@ -22,24 +22,27 @@ class Auditor:
     Parameters
     ----------
     fd : FederatedData
-    watched : list of int
-        Clients whose per-client metrics are tracked (the withdrawn ones).
-    remaining : list of int
-        Clients that never withdraw: their train parts form the retain set.
+    forget_sets : dict of int to np.ndarray
+        Per client with data to forget (the watched clients): the global ids of
+        that data (its whole train part when it withdraws).
+    withdrawn : list of int
+        Clients that leave. The retain set is every other client's train part
+        minus any forget set.
     """
 
-    def __init__(self, fd: FederatedData, watched: list[int], remaining: list[int]) -> None:
+    def __init__(self, fd: FederatedData, forget_sets: dict[int, np.ndarray], withdrawn: list[int]) -> None:
         self.fd = fd
-        self.watched = list(watched)
+        self.watched = list(forget_sets)
         self.test = fd.test()
-        self.forget = {c: fd.client_train(c) for c in watched}
-        retain_ids = (
-            np.concatenate([fd.train_ids[c] for c in remaining]) if remaining else np.array([], dtype=np.int64)
-        )
+        self.forget = {c: fd.tensors(ids) for c, ids in forget_sets.items()}
+        kept = [fd.train_ids[c] for c in range(fd.num_clients) if c not in withdrawn]
+        retain_ids = np.concatenate(kept) if kept else np.array([], dtype=np.int64)
+        if forget_sets:
+            retain_ids = np.setdiff1d(retain_ids, np.concatenate(list(forget_sets.values())))
         self.retain = fd.tensors(retain_ids)
         self.witness = {
             c: (torch.from_numpy(fd.x[fd.witness_ids[c]]), torch.from_numpy(fd.witness_labels[c]))
-            for c in watched
+            for c in self.watched
             if c in fd.witness_ids
         }
         self.triggered = None

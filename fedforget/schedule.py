@@ -72,20 +72,27 @@ class Arm:
         The unlearning method the arm applies at each withdrawal event.
     excluded : set of int
         Clients that no longer receive training messages in this arm.
+    dropped : set of int
+        Indices of the deletion events in force: the clients concerned train
+        without the deleted samples.
     """
 
     name: str
     method: str | None = None
     excluded: set[int] = field(default_factory=set)
+    dropped: set[int] = field(default_factory=set)
 
 
-def initial_arms(methods: list[str], withdrawn: list[int], has_events: bool) -> list[Arm]:
-    """The arms that exist from round 1: ``original`` and, with events, ``retrain``.
+def initial_arms(
+    methods: list[str], withdrawn: list[int], has_events: bool, deletions: list[int] | None = None
+) -> list[Arm]:
+    """The arms that exist from round 1: ``original`` and, with events, ``retrain``
+    (never trained on withdrawn clients nor on deleted samples).
 
     Method arms branch from ``original`` at the first event, so they are not
     created here.
     """
     arms = [Arm(ORIGINAL)]
     if has_events:
-        arms.append(Arm(RETRAIN, excluded=set(withdrawn)))
+        arms.append(Arm(RETRAIN, excluded=set(withdrawn), dropped=set(deletions or [])))
     return arms

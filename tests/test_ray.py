@@ -26,6 +26,12 @@ def ray_runs(tmp_path_factory):
             events=[{"round": 2, "client": 1}],
             unlearning={"methods": ["none", "perturb"], "recovery_rounds": 1},
         ),
+        "deletion": tiny(
+            train={"rounds": 3},
+            events=[{"round": 2, "client": 2, "kind": "delete_class", "label": 3}],
+            unlearning={"methods": ["fnn", "pga"], "recovery_rounds": 0},
+            oracle={"n_boot": 20},
+        ),
     }
     names = list(scenarios)
     outs = [root / n for n in names]
@@ -40,7 +46,7 @@ def test_ray_run_completes_and_learns(ray_runs):
     assert res.final() > 0.5
 
 
-@pytest.mark.parametrize("name", ["plain", "withdrawal"])
+@pytest.mark.parametrize("name", ["plain", "withdrawal", "deletion"])
 def test_ray_and_inline_give_identical_metrics(ray_runs, tmp_path, name):
     results, scenarios = ray_runs
     inline = fedforget.run(with_overrides(scenarios[name], ["runtime.engine=inline"]), out=tmp_path / "inline")

@@ -180,3 +180,28 @@ def federated_data_for(scenario) -> FederatedData:
         sort_keys=True,
     )
     return _cached(key)
+
+
+def forget_ids(fd: FederatedData, event, client: int, seed: int) -> np.ndarray:
+    """Global ids of the data ``client`` must have forgotten after ``event``.
+
+    ``withdraw``: its whole train part. ``delete_fraction``: a seeded fraction of
+    it (at least one sample). ``delete_class``: its train samples of ``label``.
+    """
+    train = fd.train_ids[client]
+    if event.kind == "withdraw":
+        return train
+    if event.kind == "delete_fraction":
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 0xDE1E, client, event.round]))
+        n = min(len(train) - 1, max(1, int(round(event.fraction * len(train)))))
+        return np.sort(rng.choice(train, size=n, replace=False))
+    if event.kind == "delete_class":
+        if event.label >= fd.num_classes:
+            raise ValueError(f"delete_class label {event.label} >= number of classes {fd.num_classes}")
+        ids = train[fd.y[train] == event.label]
+        if len(ids) == 0:
+            raise ValueError(f"client {client} has no train samples of class {event.label} to delete")
+        if len(ids) == len(train):
+            raise ValueError(f"client {client} holds only class {event.label}: use kind = 'withdraw'")
+        return ids
+    raise ValueError(f"unknown event kind {event.kind!r}")

@@ -24,6 +24,7 @@ from flwr.clientapp import ClientApp
 
 from fedforget.config import Scenario, load_scenario, scenario_from_dict
 from fedforget.data import federated_data_for
+from fedforget.data.federated import forget_ids
 from fedforget.models import build_model, get_device
 from fedforget.training import evaluate, train_local
 from fedforget.unlearning import CLIENT_OPS, ClientData
@@ -48,15 +49,34 @@ def scenario_from_context(context: Context) -> Scenario:
     raise ValueError("run config has neither 'scenario' nor 'scenario-json'")
 
 
-def _client_data(scenario: Scenario, pid: int) -> ClientData:
+def _event_list(raw) -> list[int]:
+    return [int(e) for e in str(raw or "").split(",") if e != ""]
+
+
+def _client_data(scenario: Scenario, pid: int, drop: list[int] = (), forget_event: int | None = None) -> ClientData:
+    """The client's data in an arm: its train part minus the samples deleted by
+    the events in ``drop`` (a deletion happens on the client: the data is simply
+    no longer used), and the forget set of ``forget_event`` (if it concerns it)."""
     fd = federated_data_for(scenario)
     if not 0 <= pid < fd.num_clients:
         raise ValueError(f"partition-id {pid} out of range (num_clients = {fd.num_clients})")
     device = get_device(scenario.runtime.device)
+    train = fd.train_ids[pid]
+    removed = [
+        forget_ids(fd, scenario.events[e], pid, scenario.seed)
+        for e in drop
+        if pid in scenario.events[e].client_ids and not scenario.events[e].withdraws
+    ]
+    if removed:
+        train = np.setdiff1d(train, np.concatenate(removed))
+    forget = None
+    if forget_event is not None and pid in scenario.events[forget_event].client_ids:
+        forget = forget_ids(fd, scenario.events[forget_event], pid, scenario.seed)
     # Data lives where the model computes (client ops mix both freely).
-    x, y = (t.to(device) for t in fd.client_train(pid))
+    x, y = (t.to(device) for t in fd.tensors(train))
     xh, yh = (t.to(device) for t in fd.client_holdout(pid))
-    return ClientData(pid, x, y, xh, yh, fd.num_classes, device)
+    xf, yf = (t.to(device) for t in fd.tensors(forget)) if forget is not None else (None, None)
+    return ClientData(pid, x, y, xh, yh, fd.num_classes, device, xf, yf)
 
 
 def _model(scenario: Scenario, arrays: ArrayRecord, device: torch.device) -> torch.nn.Module:
@@ -105,7 +125,7 @@ def make_client_app(scenarios: list[Scenario] | None = None) -> ClientApp:
     def train(message: Message, context: Context) -> Message:
         sc, pid = setup(context, message)
         cfg = message.content["config"]
-        data = _client_data(sc, pid)
+        data = _client_data(sc, pid, _event_list(cfg.get("drop")))
         model = _model(sc, message.content["arrays"], data.device)
         epochs = float(cfg.get("epochs", sc.train.local_epochs))
         if epochs <= 0:
@@ -158,7 +178,8 @@ def make_client_app(scenarios: list[Scenario] | None = None) -> ClientApp:
         cfg.pop("sc", None)
         if op not in CLIENT_OPS:
             raise ValueError(f"unknown client operation {op!r}")
-        data = _client_data(sc, pid)
+        fe = int(cfg.pop("forget_event", -1))
+        data = _client_data(sc, pid, _event_list(cfg.pop("drop", "")), fe if fe >= 0 else None)
         model = _model(sc, message.content["arrays"], data.device)
         extra_rec = message.content.array_records.get("extra")
         extra = {k: v.numpy() for k, v in extra_rec.items()} if extra_rec is not None else {}

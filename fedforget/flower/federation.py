@@ -41,6 +41,7 @@ class TrainJob:
     keep_client_states: bool = False
     seed: int | None = None  # overrides the scenario seed (shadow federations)
     ids: dict[int, np.ndarray] | None = None  # per-client training ids (IN shadows only)
+    drop: list[int] | None = None  # deletion events in force in this arm
 
 
 @dataclass
@@ -88,6 +89,7 @@ class FederationRuntime:
                 arm=str(cfg["arm"]) if cfg is not None and "arm" in cfg else "",
                 round=str(cfg["round"]) if cfg is not None and "round" in cfg else "",
                 op=str(cfg["op"]) if cfg is not None and "op" in cfg else "",
+                drop=str(cfg["drop"]) if cfg is not None and "drop" in cfg else "",
             )
         replies = list(self.grid.send_and_receive(messages, timeout=EXCHANGE_TIMEOUT_S))
         if len(replies) != len(messages):
@@ -132,7 +134,9 @@ class FederationRuntime:
         for j, job in enumerate(jobs):
             rec = _state_to_record(job.state)
             records.append(rec)
-            msgs = self.strategy.configure_train_arm(job.round_tag, rec, job.clients, job.arm, job.epochs, job.seed)
+            msgs = self.strategy.configure_train_arm(
+                job.round_tag, rec, job.clients, job.arm, job.epochs, job.seed, job.drop
+            )
             # Tag each message with its job (arm names may repeat across jobs).
             for m in msgs:
                 m.content["config"]["job"] = j
@@ -217,8 +221,12 @@ class FederationHandle:
         history: list[HistoryEntry],
         test_accuracy: Callable[[torch.nn.Module], float],
         local_epochs: int = 1,
+        drop: list[int] | None = None,
+        event_index: int = -1,
     ) -> None:
         self.local_epochs = local_epochs
+        self.drop = list(drop or [])  # deletion events in force (including this one)
+        self.event_index = event_index
         self.runtime = runtime
         self.arm = arm
         self.round = event_round
@@ -247,6 +255,7 @@ class FederationHandle:
         return self._ask(list(clients), op, model, arrays, config)
 
     def _ask(self, clients, op, model, arrays, config) -> dict[int, ClientReply]:
+        config = {**config, "drop": ",".join(map(str, self.drop)), "forget_event": self.event_index}
         replies, up, down = self.runtime.ask(clients, op, self.arm, model.state_dict(), arrays, config)
         self._cost.bytes_up += up
         self._cost.bytes_down += down
@@ -269,7 +278,7 @@ class FederationHandle:
         elif any(c not in self.remaining for c in clients):
             raise ValueError(f"train_remaining: {clients} includes clients that are not remaining")
         (res,) = self.runtime.train(
-            [TrainJob(self.arm, tag, model.state_dict(), clients, epochs, keep_client_states=True)]
+            [TrainJob(self.arm, tag, model.state_dict(), clients, epochs, keep_client_states=True, drop=self.drop)]
         )
         self._account(res)
         return res.client_states, res.num_examples
@@ -280,7 +289,7 @@ class FederationHandle:
         for _ in range(k):
             rtag = f"{self._tag()}:{tag}"
             clients = self.runtime.strategy.sample(rtag, excluded)
-            (res,) = self.runtime.train([TrainJob(self.arm, rtag, state, clients, epochs)])
+            (res,) = self.runtime.train([TrainJob(self.arm, rtag, state, clients, epochs, drop=self.drop)])
             self._account(res)
             state = res.state
         out = self.build_model()

@@ -28,6 +28,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedforget.config import Scenario
 from fedforget.data import federated_data_for
+from fedforget.data.federated import forget_ids
 from fedforget.evaluation import Auditor
 from fedforget.flower.client_app import scenario_from_context
 from fedforget.flower.federation import FederationHandle, FederationRuntime, TrainJob
@@ -112,9 +113,13 @@ def _drive(grid: Grid, sc: Scenario, writer: RunWriter, progress: ProgressFn | N
     runtime = FederationRuntime(grid, sc.seed, n_clients, sc.train.fraction, writer, sc_index)
 
     withdrawn = sc.withdrawn_clients()
+    forgetting = sc.forgetting_clients()  # withdrawn + clients that delete data
+    deletions = [i for i, ev in enumerate(sc.events) if not ev.withdraws]
+    # The forget set of every (event, client): the oracle's members, the forget accuracy.
+    forget_sets = {c: forget_ids(fd, ev, c, sc.seed) for ev in sc.events for c in ev.client_ids}
     events_at: dict[int, list] = {}
-    for ev in sc.events:
-        events_at.setdefault(ev.round, []).append(ev)
+    for i, ev in enumerate(sc.events):
+        events_at.setdefault(ev.round, []).append((i, ev))
     first_event = min(events_at) if events_at else None
     methods = {name: get_method(name, method_params(sc, name)) for name in sc.unlearning.methods}
     history_rounds: dict[str, set[int]] = {
@@ -122,7 +127,7 @@ def _drive(grid: Grid, sc: Scenario, writer: RunWriter, progress: ProgressFn | N
     }
     original_history_rounds = set().union(*history_rounds.values()) if history_rounds else set()
 
-    auditor = Auditor(fd, watched=withdrawn, remaining=[c for c in range(n_clients) if c not in withdrawn])
+    auditor = Auditor(fd, forget_sets=forget_sets, withdrawn=withdrawn)
     test_x, test_y = fd.test()
     scratch = new_model()
 
@@ -142,7 +147,8 @@ def _drive(grid: Grid, sc: Scenario, writer: RunWriter, progress: ProgressFn | N
         return acc
 
     arms: dict[str, ArmState] = {
-        a.name: ArmState(a, _clone(init.state_dict())) for a in initial_arms(list(methods), withdrawn, bool(sc.events))
+        a.name: ArmState(a, _clone(init.state_dict()))
+        for a in initial_arms(list(methods), withdrawn, bool(sc.events), deletions)
     }
     for name, st in arms.items():
         audit(name, 0, st.state)
@@ -158,7 +164,7 @@ def _drive(grid: Grid, sc: Scenario, writer: RunWriter, progress: ProgressFn | N
         membership = MembershipAudit(
             fd, sc.seed, sc.oracle.attack, sc.oracle.n_boot, sc.oracle.controls, sc.oracle.scores
         )
-        controls = membership.control_clients(withdrawn)
+        controls = membership.control_clients(forgetting)
         if sc.oracle.attack == "lira":
             # LiRA reference: K shadow federations per audited client, other
             # seeds, trained in this runtime up to the calibration round. OUT
@@ -220,16 +226,20 @@ def _drive(grid: Grid, sc: Scenario, writer: RunWriter, progress: ProgressFn | N
                 for name in methods:
                     orig = arms[ORIGINAL]
                     arms[name] = ArmState(Arm(name, method=name), _clone(orig.state), list(orig.history))
-            for ev in events_at[rnd]:
-                writer.event("withdraw", round=rnd, clients=ev.client_ids, kind=ev.kind)
+            for i, ev in events_at[rnd]:
+                writer.event("withdraw" if ev.withdraws else "delete", round=rnd, clients=ev.client_ids, kind=ev.kind,
+                             forget_sizes=[len(forget_sets[c]) for c in ev.client_ids])
                 audited = ev.client_ids + (controls if rnd == first_event else [])
                 before = model_of(arms[ORIGINAL].state)
-                record(membership.calibrate(before, rnd, ev.client_ids, True, shadow_models(ev.client_ids), lira_params))
+                members = {c: forget_sets[c] for c in ev.client_ids}
+                record(membership.calibrate(
+                    before, rnd, ev.client_ids, ev.withdraws, shadow_models(ev.client_ids), lira_params, members
+                ))
                 if rnd == first_event and controls:
                     record(membership.calibrate(before, rnd, controls, False, shadow_models(controls), lira_params))
                 writer.event("oracle_calibrated", round=rnd, clients=audited, attack=sc.oracle.attack)
                 for name, method in methods.items():
-                    _unlearn(sc, writer, runtime, arms[name], method, ev.client_ids, rnd, new_model, fd.num_classes, test_accuracy)
+                    _unlearn(sc, writer, runtime, arms[name], method, i, ev, new_model, fd.num_classes, test_accuracy)
                     just_unlearned.add(name)
 
         jobs = []
@@ -244,7 +254,8 @@ def _drive(grid: Grid, sc: Scenario, writer: RunWriter, progress: ProgressFn | N
                 st.arm.method is not None and rnd in history_rounds.get(st.arm.method, set())
             )
             clients = runtime.strategy.sample(rnd, st.arm.excluded)
-            jobs.append((name, keep, TrainJob(name, rnd, st.state, clients, keep_client_states=keep)))
+            drop = sorted(st.arm.dropped)
+            jobs.append((name, keep, TrainJob(name, rnd, st.state, clients, keep_client_states=keep, drop=drop)))
         outcomes = runtime.train([j for _, _, j in jobs])
         for (name, keep, job), res in zip(jobs, outcomes, strict=True):
             st = arms[name] if name in arms else shadows[name]
@@ -275,16 +286,25 @@ def _drive(grid: Grid, sc: Scenario, writer: RunWriter, progress: ProgressFn | N
         for name in methods:
             writer.rows += [(name, *r[1:]) for r in prefix]
     if membership is not None:
-        record(over_unlearning_rows(writer.metrics_frame(), list(methods), withdrawn))
+        record(over_unlearning_rows(writer.metrics_frame(), list(methods), forgetting))
         for msg in membership.warnings:
             writer.event("warning", message=msg)
         for frame in membership.score_frames:
             writer.scores(frame)
 
 
-def _unlearn(sc, writer, runtime, st: ArmState, method, clients, rnd, new_model, num_classes, test_accuracy) -> None:
-    """Apply one method's unlearning for one event, then its recovery rounds."""
-    excluded = st.arm.excluded | set(clients)
+def _unlearn(sc, writer, runtime, st: ArmState, method, event_index: int, ev, new_model, num_classes, test_accuracy) -> None:
+    """Apply one method's unlearning for one event, then its recovery rounds.
+
+    A withdrawing client is excluded from the arm after the step (it may still be
+    asked for unlearning work during it); a deletion is in force from the step on
+    (the client keeps training on the rest of its data).
+    """
+    clients = ev.client_ids
+    rnd = ev.round
+    excluded = st.arm.excluded | set(clients) if ev.withdraws else set(st.arm.excluded)
+    if not ev.withdraws:
+        st.arm.dropped.add(event_index)
     handle = FederationHandle(
         runtime,
         st.arm.name,
@@ -296,6 +316,8 @@ def _unlearn(sc, writer, runtime, st: ArmState, method, clients, rnd, new_model,
         st.history,
         test_accuracy,
         sc.train.local_epochs,
+        sorted(st.arm.dropped),
+        event_index,
     )
     model = new_model()
     model.load_state_dict(st.state)

@@ -67,8 +67,13 @@ class FedForgetStrategy(FedAvg):
         arm: str,
         epochs: float | None = None,
         seed: int | None = None,
+        drop: list[int] | None = None,
     ) -> list[Message]:
-        """Training messages of one arm for the given clients."""
+        """Training messages of one arm for the given clients.
+
+        ``drop``: indices of the deletion events in force in this arm; each client
+        leaves out the samples those events deleted from its own data.
+        """
         seed = self.seed if seed is None else seed
         messages = []
         for c in clients:
@@ -78,6 +83,7 @@ class FedForgetStrategy(FedAvg):
                     "arm": arm,
                     "round": str(round_tag),
                     "seed": local_seed(seed, round_tag, c),
+                    "drop": ",".join(str(e) for e in (drop or [])),
                     **({"epochs": float(epochs)} if epochs is not None else {}),
                 }
             )

@@ -29,9 +29,10 @@ WITNESS_KEYS = {"mia_auc": "witness_mia_auc", "fr": "witness_fr"}
 OVER_UNLEARNING_ACC_MARGIN = 0.02
 
 
-def nonmember_ids(fd: FederatedData, client: int, seed: int) -> np.ndarray:
-    """Class-matched non-members of a client: its held-out part first, then test samples."""
-    members = fd.train_ids[client]
+def nonmember_ids(fd: FederatedData, client: int, seed: int, members: np.ndarray | None = None) -> np.ndarray:
+    """Class-matched non-members of a client's members (default its train part):
+    its held-out part first, then test samples."""
+    members = fd.train_ids[client] if members is None else members
     pool = np.concatenate([fd.holdout_ids[client], fd.test_ids])
     preferred = np.r_[np.ones(len(fd.holdout_ids[client]), bool), np.zeros(len(fd.test_ids), bool)]
     rng = np.random.default_rng(derive_seed(seed, "nonmembers", client))
@@ -39,10 +40,14 @@ def nonmember_ids(fd: FederatedData, client: int, seed: int) -> np.ndarray:
     return pool[idx]
 
 
-def audit_ids(fd: FederatedData, client: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Members (the client's train part) and class-matched non-members, in the
-    column order every oracle reference uses."""
-    return fd.train_ids[client], nonmember_ids(fd, client, seed)
+def audit_ids(
+    fd: FederatedData, client: int, seed: int, members: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Members (default: the client's train part; a deletion's forget set
+    otherwise) and class-matched non-members, in the column order every oracle
+    reference uses."""
+    members = fd.train_ids[client] if members is None else members
+    return members, nonmember_ids(fd, client, seed, members)
 
 
 def lira_in_masks(n_samples: int, n_shadows: int, seed: int, client: int) -> np.ndarray:
@@ -105,6 +110,7 @@ class MembershipAudit:
         withdrawn: bool,
         shadows: dict[int, LiraShadows] | None = None,
         attack_params: dict | None = None,
+        members: dict[int, np.ndarray] | None = None,
     ) -> list[Row]:
         """Calibrate one oracle per client on ``model`` (original, end of round
         event_round - 1) and return original's "before" rows at that round.
@@ -112,7 +118,7 @@ class MembershipAudit:
         ``shadows[c]``: for ``lira``, the reference models of client ``c``."""
         rows: list[Row] = []
         for c in clients:
-            mem, non = audit_ids(self.fd, c, self.seed)
+            mem, non = audit_ids(self.fd, c, self.seed, (members or {}).get(c))
             x_m, y_m = self.fd.tensors(mem)
             x_n, y_n = self.fd.tensors(non)
             reference = None
@@ -205,7 +211,7 @@ class MembershipAudit:
 
 
 def over_unlearning_rows(metrics: pd.DataFrame, methods: list[str], withdrawn: list[int]) -> list[Row]:
-    """``over_unlearning`` = 1 where a method's MIA AUC on a withdrawn client is
+    """``over_unlearning`` = 1 where a method's MIA AUC on a forgetting client is
     below the retrain arm's by more than retrain's interval (auc < retrain's
     lower bound), or its forget accuracy is more than 2 points below retrain's."""
     df = metrics[metrics.client.isin(withdrawn)]

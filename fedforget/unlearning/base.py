@@ -57,7 +57,12 @@ class CostRecord:
 
 @dataclass
 class ClientData:
-    """One client's own data, as seen inside its ClientApp."""
+    """One client's own data, as seen inside its ClientApp.
+
+    ``x_train``/``y_train``: what it still trains on. ``x_forget``/``y_forget``:
+    the data the current event asks it to forget (its whole former train part
+    when it withdraws, the deleted samples otherwise); defaults to the train part.
+    """
 
     partition_id: int
     x_train: torch.Tensor
@@ -66,6 +71,12 @@ class ClientData:
     y_holdout: torch.Tensor
     num_classes: int
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    x_forget: torch.Tensor | None = None
+    y_forget: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.x_forget is None:
+            self.x_forget, self.y_forget = self.x_train, self.y_train
 
 
 @dataclass
@@ -181,14 +192,14 @@ def register_method(cls: type[UnlearningMethod]) -> type[UnlearningMethod]:
 
 
 def self_check_op(model: nn.Module, data: ClientData, arrays: dict[str, np.ndarray], config: dict[str, Any]) -> ClientReply:
-    """Client op ``self_check``: loss-based membership AUC of the client's train
-    part (members) against its held-out part. Only the AUC leaves the client."""
+    """Client op ``self_check``: loss-based membership AUC of the client's forget
+    data (members) against its held-out part. Only the AUC leaves the client."""
     from sklearn.metrics import roc_auc_score
     from torch.nn import functional as F
 
     with torch.no_grad():
         model.eval()
-        s_in = -F.cross_entropy(model(data.x_train.to(data.device)), data.y_train.to(data.device), reduction="none")
+        s_in = -F.cross_entropy(model(data.x_forget.to(data.device)), data.y_forget.to(data.device), reduction="none")
         s_out = -F.cross_entropy(model(data.x_holdout.to(data.device)), data.y_holdout.to(data.device), reduction="none")
     scores = torch.cat([s_in, s_out]).cpu().numpy()
     labels = np.r_[np.ones(len(s_in)), np.zeros(len(s_out))]

@@ -255,8 +255,8 @@ class FNNParams(MethodParams):
 def _op_activations(model: nn.Module, data: ClientData, arrays: dict, config: dict[str, Any]) -> ClientReply:
     """Client: per-neuron mean activations on its data (nothing else leaves)."""
     names = str(config["layers"]).split(",")
-    acts = neuron_mean_activations(model, data.x_train, names)
-    return ClientReply({k: v.cpu().numpy() for k, v in acts.items()}, {"n": float(len(data.y_train)), "steps": 0.0})
+    acts = neuron_mean_activations(model, data.x_forget, names)
+    return ClientReply({k: v.cpu().numpy() for k, v in acts.items()}, {"n": float(len(data.y_forget)), "steps": 0.0})
 
 
 @register_method

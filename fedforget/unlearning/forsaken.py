@@ -740,18 +740,18 @@ def _op_reference(model: nn.Module, data: ClientData, arrays: dict, config: dict
     if len(data.y_holdout) == 0:
         raise ValueError("forsaken needs a held-out part on the withdrawing client (data.holdout_fraction > 0)")
     ref = class_reference_distribution(model, data.x_holdout, data.y_holdout, data.num_classes)
-    auc = self_check_auc(model, data.x_train, data.y_train, data.x_holdout, data.y_holdout)
-    return ClientReply({"reference": ref.cpu().numpy()}, {"auc": auc, "n": float(len(data.y_train)), "steps": 0.0})
+    auc = self_check_auc(model, data.x_forget, data.y_forget, data.x_holdout, data.y_holdout)
+    return ClientReply({"reference": ref.cpu().numpy()}, {"auc": auc, "n": float(len(data.y_forget)), "steps": 0.0})
 
 
 def _op_gradient(model: nn.Module, data: ClientData, arrays: dict, config: dict[str, Any]) -> ClientReply:
     """Client: gradient of the forgetting KL for the masked parameters on its data."""
     names = str(config["mask"]).split(",")
     ref = torch.as_tensor(arrays["reference"])
-    grads, kl = forgetting_gradient(model, names, data.x_train, data.y_train, ref, str(config["objective"]))
-    metrics = {"kl": kl, "steps": float(len(data.y_train)), "n": float(len(data.y_train))}
+    grads, kl = forgetting_gradient(model, names, data.x_forget, data.y_forget, ref, str(config["objective"]))
+    metrics = {"kl": kl, "steps": float(len(data.y_forget)), "n": float(len(data.y_forget))}
     if bool(config.get("self_check", False)):
-        metrics["auc"] = self_check_auc(model, data.x_train, data.y_train, data.x_holdout, data.y_holdout)
+        metrics["auc"] = self_check_auc(model, data.x_forget, data.y_forget, data.x_holdout, data.y_holdout)
     return ClientReply({n: g.cpu().numpy() for n, g in grads.items()}, metrics)
 
 

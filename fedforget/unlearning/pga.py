@@ -245,7 +245,7 @@ def _op_ascent(model: nn.Module, data: ClientData, arrays: dict, config: dict[st
     radius = float(config["radius_fraction"]) * dist
     x_val, y_val = (data.x_holdout, data.y_holdout) if len(data.y_holdout) else (None, None)
     model, info = projected_gradient_ascent(
-        model, data.x_train, data.y_train, reference, radius=radius, lr=float(config["lr"]),
+        model, data.x_forget, data.y_forget, reference, radius=radius, lr=float(config["lr"]),
         epochs=int(config["epochs"]), batch_size=int(config["batch_size"]), seed=int(config["seed"]),
         min_accuracy=float(config["min_accuracy"]), x_val=x_val, y_val=y_val,
     )
@@ -293,7 +293,11 @@ class PGA(UnlearningMethod):
         p = self.params
         t0 = time.perf_counter()
         last = [e for e in fed.history() if e.round == fed.round - 1]
-        others = {} if not last else {c: s for c, s in last[0].client_states.items() if c in fed.remaining}
+        others = (
+            {}
+            if not last
+            else {c: s for c, s in last[0].client_states.items() if c in fed.remaining and c not in fed.withdrawing}
+        )
         storage = 0
         if others:
             counts = last[0].num_examples
