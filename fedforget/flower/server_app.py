@@ -156,7 +156,7 @@ def _drive(grid: Grid, sc: Scenario, writer: RunWriter, progress: ProgressFn | N
     # Membership audit: oracles calibrated at each event on original's model.
     membership = None
     controls: list[int] = []
-    shadows: dict[str, ArmState] = {}
+    shadows: dict[str, ArmState] = {}  # LiRA shadow federations (not arms of the study)
     shadow_of: dict[int, list[str]] = {}
     shadow_masks: dict[int, np.ndarray] = {}
     lira_params = {"fixed_variance": sc.oracle.lira_fixed_variance} if sc.oracle.attack == "lira" else None
@@ -166,36 +166,7 @@ def _drive(grid: Grid, sc: Scenario, writer: RunWriter, progress: ProgressFn | N
         )
         controls = membership.control_clients(forgetting)
         if sc.oracle.attack == "lira":
-            # LiRA reference: K shadow federations per audited client, other
-            # seeds, trained in this runtime up to the calibration round. OUT
-            # shadows never sample the client; IN shadows (online only) let it
-            # train on a balanced random half of its audit samples (members and
-            # non-members), so every sample has an IN and an OUT distribution.
-            event_of = {c: ev.round for ev in sc.events for c in ev.client_ids}
-            for c in withdrawn + controls:
-                stop = event_of.get(c, first_event) - 1
-                n_audit = sum(len(a) for a in audit_ids(fd, c, sc.seed))
-                masks = lira_in_masks(n_audit, sc.oracle.shadows, sc.seed, c) if sc.oracle.lira_online else None
-                for k in range(sc.oracle.shadows):
-                    for kind in ("without", "with") if sc.oracle.lira_online else ("without",):
-                        s_seed = derive_seed(sc.seed, "shadow", kind, c, k)
-                        s_init = build_model(
-                            sc.model.name, fd.input_shape, fd.num_classes, sc.model.hidden, seed=derive_seed(s_seed, "init")
-                        )
-                        name = f"shadow-{kind}-{c}-{k}"
-                        ids = None
-                        if kind == "with":
-                            ids = {c: np.concatenate(audit_ids(fd, c, sc.seed))[masks[k]]}
-                        shadows[name] = ArmState(
-                            Arm(name, excluded={c} if kind == "without" else set()),
-                            _clone(s_init.state_dict()),
-                            seed=s_seed,
-                            until=stop,
-                            ids=ids,
-                        )
-                        shadow_of.setdefault(c, []).append(name)
-                if masks is not None:
-                    shadow_masks[c] = masks
+            shadows, shadow_of, shadow_masks = _lira_shadow_arms(sc, fd, withdrawn + controls, first_event)
             writer.event("lira_shadows", count=len(shadows), online=sc.oracle.lira_online,
                          rounds_each=[s.until for s in shadows.values()])
 
@@ -292,6 +263,43 @@ def _drive(grid: Grid, sc: Scenario, writer: RunWriter, progress: ProgressFn | N
         for frame in membership.score_frames:
             writer.scores(frame)
 
+
+
+def _lira_shadow_arms(
+    sc: Scenario, fd, audited: list[int], first_event: int
+) -> tuple[dict[str, ArmState], dict[int, list[str]], dict[int, np.ndarray]]:
+    """The LiRA oracle's reference: ``oracle.shadows`` shadow federations per
+    audited client, with other seeds, trained in this runtime up to the client's
+    calibration round. OUT shadows never sample the client; IN shadows (online
+    only) let it train on a balanced random half of its audit samples (members
+    and non-members), so every sample has an IN and an OUT distribution.
+
+    Returns the shadow arms by name, their names per client, and the IN masks.
+    """
+    shadows: dict[str, ArmState] = {}
+    shadow_of: dict[int, list[str]] = {}
+    shadow_masks: dict[int, np.ndarray] = {}
+    event_of = {c: ev.round for ev in sc.events for c in ev.client_ids}
+    kinds = ("without", "with") if sc.oracle.lira_online else ("without",)
+    for c in audited:
+        stop = event_of.get(c, first_event) - 1
+        audit_set = np.concatenate(audit_ids(fd, c, sc.seed))
+        if sc.oracle.lira_online:
+            shadow_masks[c] = lira_in_masks(len(audit_set), sc.oracle.shadows, sc.seed, c)
+        for k in range(sc.oracle.shadows):
+            for kind in kinds:
+                s_seed = derive_seed(sc.seed, "shadow", kind, c, k)
+                init = build_model(sc.model.name, fd.input_shape, fd.num_classes, sc.model.hidden, seed=derive_seed(s_seed, "init"))
+                name = f"shadow-{kind}-{c}-{k}"
+                shadows[name] = ArmState(
+                    Arm(name, excluded={c} if kind == "without" else set()),
+                    _clone(init.state_dict()),
+                    seed=s_seed,
+                    until=stop,
+                    ids={c: audit_set[shadow_masks[c][k]]} if kind == "with" else None,
+                )
+                shadow_of.setdefault(c, []).append(name)
+    return shadows, shadow_of, shadow_masks
 
 def _unlearn(sc, writer, runtime, st: ArmState, method, event_index: int, ev, new_model, num_classes, test_accuracy) -> None:
     """Apply one method's unlearning for one event, then its recovery rounds.
