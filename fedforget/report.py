@@ -314,15 +314,28 @@ class Study:
 
     @property
     def withdrawn(self) -> dict[int, int]:
-        """Withdrawn client -> its event round, from the withdraw events."""
+        """Client with data to forget -> its event round, from the withdraw and
+        delete events (a deleting client is audited on its deleted samples)."""
         out: dict[int, int] = {}
         for run in self.runs:
             for ev in run.events:
-                if ev.get("event") == "withdraw":
+                if ev.get("event") in ("withdraw", "delete"):
                     for c in ev.get("clients") or [ev.get("client")]:
                         if c is not None:
                             out.setdefault(int(c), int(ev["round"]))
         return dict(sorted(out.items()))
+
+    @property
+    def event_kind(self) -> dict[int, str]:
+        """Client -> the kind of its event (``withdraw``, ``delete_fraction``, ...)."""
+        out: dict[int, str] = {}
+        for run in self.runs:
+            for ev in run.events:
+                if ev.get("event") in ("withdraw", "delete"):
+                    for c in ev.get("clients") or [ev.get("client")]:
+                        if c is not None:
+                            out.setdefault(int(c), str(ev.get("kind", "withdraw")))
+        return out
 
     @property
     def controls(self) -> list[int]:
@@ -824,7 +837,13 @@ def _over_unlearning_lines(study: Study, client: int, T: int) -> list[str]:
 
 def _client_section(study: Study, client: int, event_round: int) -> str:
     T = study.last_round
-    out = [f"<h2>Withdrawn client {client} (withdraws at round {event_round})</h2>",
+    kind = study.event_kind.get(client, "withdraw")
+    heading = (
+        f"Withdrawn client {client} (withdraws at round {event_round})"
+        if kind == "withdraw"
+        else f"Client {client} ({kind} at round {event_round}: audited on its deleted samples)"
+    )
+    out = [f"<h2>{heading}</h2>",
            _signal_check(study, client, event_round)]
     spec = [
         ("fr", f"client {client}: forgetting rate (FR) vs round", "FR", (0.0, "FR = 0 (nothing forgotten)"),

@@ -113,3 +113,9 @@ def test_oracle_members_are_the_deleted_samples(deletion_run):
     assert auc[("original", 3)] > 0.6 and auc[("retrain", 5)] < auc[("original", 5)] - 0.1
     n = df[(df.metric == "n_forget") & (df.client == 1)].value
     assert (n == len(deleted)).all()
+
+
+def test_report_covers_the_deleting_client(deletion_run):
+    _, res = deletion_run
+    html = (res.run_dir / "report.html").read_text()
+    assert "Client 1 (delete_fraction at round 4" in html and "forgetting rate (FR) vs round" in html

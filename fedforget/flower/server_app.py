@@ -11,6 +11,10 @@ Timeline of a scenario with a withdrawal at round t (DESIGN "data flow"):
   ``retrain`` train round t as usual.
 - rounds t+1..T: every arm trains; withdrawn clients are never sampled again.
 
+A deletion event (``delete_fraction``, ``delete_class``) works the same way, but
+the client stays: its train messages carry the deletion events in force
+(``drop``) and it trains on the rest of its data (``retrain`` from round 1).
+
 After every round each arm's model is audited (accuracies, and from the oracle
 issue on, membership metrics); rows go to the run directory.
 """
