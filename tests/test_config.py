@@ -106,3 +106,18 @@ def test_cli_client_crash_is_one_clear_error(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "GPU fell off the bus" in err and "client" in err
     assert not (out / "metrics.parquet").exists()
+
+
+def test_cli_methods_lists_every_method_with_parameters(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    for name in ["forsaken", "perturb", "fnn", "federaser", "pga", "none"]:
+        assert f"{name}:" in out
+    assert "alpha = 0.3" in out and "beta = 0.05" in out and "needs:" in out
+
+
+def test_cli_report_of_an_unfinished_run_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "events.jsonl.partial").write_text("{}\n")
+    assert main(["report", str(tmp_path / "run")]) == 2
+    assert "did not finish" in capsys.readouterr().err

@@ -172,6 +172,13 @@ def test_fr_nan_warning_when_nothing_is_flagged_before():
     assert len(audit.warnings) == 1 and "B_T = 0" in audit.warnings[0]
 
 
+def test_population_attack_in_a_run(tmp_path):
+    sc = memorising(oracle={"attack": "population", "n_boot": 20, "controls": 0}, unlearning={"methods": ["none"], "recovery_rounds": 0})
+    df = fedforget.run(sc, out=tmp_path / "pop").metrics
+    auc = df[(df.metric == "mia_auc") & (df.client == 1)].set_index(["arm", "round"]).value
+    assert auc[("original", 3)] > 0.65 and auc[("retrain", 5)] < auc[("original", 5)] - 0.1
+
+
 def test_lira_in_masks_are_balanced():
     from fedforget.oracle.audit import lira_in_masks
 
