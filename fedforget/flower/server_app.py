@@ -381,6 +381,9 @@ def make_server_app(
             sc = scenario_from_context(context)
             out = str(context.run_config.get("out", "")) or default_out_dir(sc)
             run_scenario(grid, sc, out)
+            from fedforget.report import write_report
+
+            write_report(out)
             return
         for i, sc in enumerate(scenarios):
             out = out_dirs[i] if out_dirs else default_out_dir(sc)
