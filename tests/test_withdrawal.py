@@ -159,6 +159,9 @@ class LocalFederation:
     def ask_remaining(self, op, model, arrays, config, clients):
         return {c: self._run(c, op, model, arrays, config) for c in clients}
 
+    def ask_batch(self, requests, model):
+        return [self._run(c, op, model, arrays, config) for c, op, arrays, config in requests]
+
     def run_rounds(self, model, k, tag, *, epochs=None):
         return model
 

@@ -187,7 +187,9 @@ def make_client_app(scenarios: list[Scenario] | None = None) -> ClientApp:
         out = RecordDict()
         out["extra"] = ArrayRecord({k: _as_array(v) for k, v in reply.arrays.items()}) if reply.arrays else ArrayRecord()
         out["metrics"] = MetricRecord({k: float(v) for k, v in reply.metrics.items()})
-        out["meta"] = ConfigRecord({"arm": str(cfg.get("arm", "")), "partition-id": pid, "op": op})
+        out["meta"] = ConfigRecord(
+            {"arm": str(cfg.get("arm", "")), "partition-id": pid, "op": op, "req": int(cfg.get("req", -1))}
+        )
         return Message(content=out, reply_to=message)
 
     return app

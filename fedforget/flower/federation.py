@@ -170,6 +170,39 @@ class FederationRuntime:
             out.append(outcome)
         return out
 
+    def ask_batch(
+        self,
+        requests: list[tuple[int, str, dict[str, np.ndarray] | None, dict[str, Any]]],
+        arm: str,
+        state: dict[str, torch.Tensor],
+    ) -> tuple[list[ClientReply], int, int]:
+        """Several ``train.unlearn`` requests ``(client, op, arrays, config)`` in ONE
+        exchange (one round trip through the backend); returns the replies in
+        request order, bytes up and bytes down."""
+        rec = _state_to_record(state)
+        messages, bytes_down = [], 0
+        for i, (client, op, arrays, config) in enumerate(requests):
+            content = RecordDict({"arrays": rec})
+            bytes_down += rec.count_bytes()
+            if arrays:
+                content["extra"] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+                bytes_down += content["extra"].count_bytes()
+            content["config"] = ConfigRecord({"op": op, "arm": arm, "sc": self.scenario_index, "req": i, **config})
+            messages.append(
+                Message(content=content, message_type=MessageType.TRAIN + ".unlearn", dst_node_id=self.strategy.node_of[client])
+            )
+        ops = sorted({op for _, op, _, _ in requests})
+        replies = self._exchange(messages, f"{', '.join(ops)} on clients {[r[0] for r in requests]}")
+        out: list[ClientReply | None] = [None] * len(requests)
+        bytes_up = 0
+        for reply in replies:
+            rec_up = reply.content.array_records.get("extra")
+            arrays_up = {k: v.numpy() for k, v in rec_up.items()} if rec_up is not None else {}
+            bytes_up += rec_up.count_bytes() if rec_up is not None else 0
+            metrics = {k: float(v) for k, v in reply.content["metrics"].items()}
+            out[int(reply.content["meta"]["req"])] = ClientReply(arrays_up, metrics)
+        return out, bytes_up, bytes_down
+
     def ask(
         self,
         clients: list[int],
@@ -179,31 +212,9 @@ class FederationRuntime:
         arrays: dict[str, np.ndarray] | None,
         config: dict[str, Any],
     ) -> tuple[dict[int, ClientReply], int, int]:
-        """A ``train.unlearn`` exchange with some clients (one batch); returns
-        (replies by client, bytes up, bytes down)."""
-        rec = _state_to_record(state)
-        extra = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()}) if arrays else None
-        messages = []
-        for c in clients:
-            content = RecordDict({"arrays": rec})
-            if extra is not None:
-                content["extra"] = extra
-            content["config"] = ConfigRecord({"op": op, "arm": arm, "sc": self.scenario_index, **config})
-            messages.append(
-                Message(content=content, message_type=MessageType.TRAIN + ".unlearn", dst_node_id=self.strategy.node_of[c])
-            )
-        per_msg = rec.count_bytes() + (extra.count_bytes() if extra is not None else 0)
-        replies = self._exchange(messages, f"{op} on clients {clients}")
-        out: dict[int, ClientReply] = {}
-        bytes_up = 0
-        for reply in replies:
-            cid = int(reply.content["meta"]["partition-id"])
-            rec_up = reply.content.array_records.get("extra")
-            arrays_up = {k: v.numpy() for k, v in rec_up.items()} if rec_up is not None else {}
-            bytes_up += rec_up.count_bytes() if rec_up is not None else 0
-            metrics = {k: float(v) for k, v in reply.content["metrics"].items()}
-            out[cid] = ClientReply(arrays_up, metrics)
-        return out, bytes_up, per_msg * len(clients)
+        """The same ``train.unlearn`` request to some clients (one exchange)."""
+        replies, up, down = self.ask_batch([(c, op, arrays, config) for c in clients], arm, state)
+        return dict(zip(clients, replies, strict=True)), up, down
 
 
 class FederationHandle:
@@ -255,11 +266,23 @@ class FederationHandle:
         return self._ask(list(clients), op, model, arrays, config)
 
     def _ask(self, clients, op, model, arrays, config) -> dict[int, ClientReply]:
-        config = {**config, "drop": ",".join(map(str, self.drop)), "forget_event": self.event_index}
-        replies, up, down = self.runtime.ask(clients, op, self.arm, model.state_dict(), arrays, config)
+        replies = self._batch([(c, op, arrays, config) for c in clients], model)
+        return dict(zip(clients, replies, strict=True))
+
+    def ask_batch(self, requests, model) -> list[ClientReply]:
+        allowed = set(self.withdrawing) | set(self.remaining)
+        bad = [c for c, *_ in requests if c not in allowed]
+        if bad:
+            raise ValueError(f"ask_batch: clients {bad} are neither withdrawing nor remaining")
+        return self._batch(requests, model)
+
+    def _batch(self, requests, model) -> list[ClientReply]:
+        extra_cfg = {"drop": ",".join(map(str, self.drop)), "forget_event": self.event_index}
+        requests = [(c, op, arrays, {**config, **extra_cfg}) for c, op, arrays, config in requests]
+        replies, up, down = self.runtime.ask_batch(requests, self.arm, model.state_dict())
         self._cost.bytes_up += up
         self._cost.bytes_down += down
-        self._cost.client_steps += sum(int(r.metrics.get("steps", 0)) for r in replies.values())
+        self._cost.client_steps += sum(int(r.metrics.get("steps", 0)) for r in replies)
         return replies
 
     def self_check(self, model) -> float:

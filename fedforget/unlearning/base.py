@@ -125,6 +125,12 @@ class Federation(Protocol):
     ) -> dict[int, ClientReply]:
         """Run client op ``op`` on some remaining clients (one batched exchange)."""
 
+    def ask_batch(
+        self, requests: list[tuple[int, str, dict[str, np.ndarray] | None, dict[str, Any]]], model: nn.Module
+    ) -> list[ClientReply]:
+        """Several ``(client, op, arrays, config)`` requests (withdrawing or
+        remaining clients) in one exchange; replies in request order."""
+
     def run_rounds(self, model: nn.Module, k: int, tag: str, *, epochs: float | None = None) -> nn.Module:
         """``k`` FedAvg rounds over the remaining clients, starting from ``model``."""
 

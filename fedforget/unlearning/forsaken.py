@@ -811,10 +811,23 @@ class Forsaken(UnlearningMethod):
         stop, auc, steps = "budget", auc0, 0
         for s in range(p.steps):
             check = (s + 1) % p.check_every == 0
-            g_rep = {
-                c: fed.ask_client(c, "forsaken.gradient", model, {"reference": reference.numpy()}, {**cfg, "self_check": s > 0 and s % p.check_every == 0})
+            # One exchange per step: the withdrawing clients' forgetting gradients
+            # and (seeded sample of) remaining clients' retention gradients.
+            requests = [
+                (c, "forsaken.gradient", {"reference": reference.numpy()},
+                 {**cfg, "self_check": s > 0 and s % p.check_every == 0})
                 for c in fed.withdrawing
-            }
+            ]
+            if p.retain_clients and p.lambda_r > 0 and fed.remaining:
+                rng = np.random.default_rng(fed.seed("retain", s))
+                k = min(p.retain_clients, len(fed.remaining))
+                chosen = sorted(rng.choice(fed.remaining, size=k, replace=False).tolist())
+                r_cfg = {**cfg, "samples": p.retain_samples, "seed": fed.seed("retain-data", s)}
+                requests += [(c, "forsaken.retain", None, r_cfg) for c in chosen]
+            replies = fed.ask_batch(requests, model)
+            n_w = len(fed.withdrawing)
+            g_rep = dict(zip(fed.withdrawing, replies[:n_w], strict=True))
+            r_rep = dict(enumerate(replies[n_w:]))
             if "auc" in next(iter(g_rep.values())).metrics:
                 auc = sum(r.metrics["auc"] * r.metrics["n"] for r in g_rep.values()) / total
                 if auc <= p.target_auc:
@@ -822,12 +835,11 @@ class Forsaken(UnlearningMethod):
                     break
             g_forget, _ = _weighted_mean(g_rep, names)
             g_retain, retain_loss = None, None
-            if p.retain_clients and p.lambda_r > 0 and fed.remaining:
-                rng = np.random.default_rng(fed.seed("retain", s))
-                chosen = sorted(rng.choice(fed.remaining, size=min(p.retain_clients, len(fed.remaining)), replace=False).tolist())
-                r_rep = fed.ask_remaining("forsaken.retain", model, None, {**cfg, "samples": p.retain_samples, "seed": fed.seed("retain-data", s)}, chosen)
+            if r_rep:
                 g_retain, _ = _weighted_mean(r_rep, names)
-                retain_loss = sum(r.metrics["loss"] * r.metrics["n"] for r in r_rep.values()) / sum(r.metrics["n"] for r in r_rep.values())
+                retain_loss = sum(r.metrics["loss"] * r.metrics["n"] for r in r_rep.values()) / sum(
+                    r.metrics["n"] for r in r_rep.values()
+                )
             theta = {n: params[n].detach().clone() for n in names}
             new = opt.step(theta, g_forget, g_retain, retain_loss)
             with torch.no_grad():
