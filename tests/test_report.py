@@ -246,8 +246,7 @@ def test_t_interval():
 def rendered_figures(report: Path, tmp_path: Path) -> tuple[int, int]:
     """(figures rendered, figures total) of a report opened in headless Chromium."""
     chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("chromium not installed")
+    assert chromium, "chromium is not installed (.ci/run installs Debian's chromium package)"
     cmd = [
         chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",

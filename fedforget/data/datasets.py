@@ -154,7 +154,7 @@ def load_hf(hub_id: str, seed: int) -> RawDataset:
         try:
             splits["test"] = fds.load_split("test")
         except (KeyError, ValueError):
-            pass
+            pass  # no test split on the Hub: fedforget splits one off (data.test_fraction)
     except Exception as err:  # the Hub stack raises many types when offline
         raise DataUnavailableError(
             f"could not load dataset 'hf:{hub_id}' from the Hugging Face Hub "

@@ -7,6 +7,7 @@ then freezes the fitted attack and reuses it on later models.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -62,7 +63,7 @@ def best_balanced_threshold(member_scores: np.ndarray, nonmember_scores: np.ndar
     return float(cand[i]), float(ba[i])
 
 
-class Attack:
+class Attack(ABC):
     """Base class: a score function plus a balanced-accuracy-optimal threshold.
 
     Subclasses implement :meth:`score`. ``params`` holds the constructor
@@ -79,9 +80,9 @@ class Attack:
         self.params: dict[str, Any] = dict(params)
         self.threshold: float | None = None
 
+    @abstractmethod
     def score(self, stats: SampleStats) -> np.ndarray:
         """Membership score per sample (higher = more likely member)."""
-        raise NotImplementedError
 
     def _fit_threshold(self, member_scores: np.ndarray, nonmember_scores: np.ndarray) -> None:
         t, ba = best_balanced_threshold(member_scores, nonmember_scores)
