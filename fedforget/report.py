@@ -312,30 +312,27 @@ class Study:
     def methods(self) -> list[str]:
         return [a for a in self.arms if a not in (ORIGINAL, RETRAIN)]
 
+    def _client_events(self) -> dict[int, dict]:
+        """Client with data to forget -> its first withdraw/delete event log line."""
+        out: dict[int, dict] = {}
+        for run in self.runs:
+            for ev in run.events:
+                if ev.get("event") in ("withdraw", "delete"):
+                    for c in ev.get("clients") or [ev.get("client")]:
+                        if c is not None:
+                            out.setdefault(int(c), ev)
+        return out
+
     @property
     def withdrawn(self) -> dict[int, int]:
         """Client with data to forget -> its event round, from the withdraw and
         delete events (a deleting client is audited on its deleted samples)."""
-        out: dict[int, int] = {}
-        for run in self.runs:
-            for ev in run.events:
-                if ev.get("event") in ("withdraw", "delete"):
-                    for c in ev.get("clients") or [ev.get("client")]:
-                        if c is not None:
-                            out.setdefault(int(c), int(ev["round"]))
-        return dict(sorted(out.items()))
+        return {c: int(ev["round"]) for c, ev in sorted(self._client_events().items())}
 
     @property
     def event_kind(self) -> dict[int, str]:
         """Client -> the kind of its event (``withdraw``, ``delete_fraction``, ...)."""
-        out: dict[int, str] = {}
-        for run in self.runs:
-            for ev in run.events:
-                if ev.get("event") in ("withdraw", "delete"):
-                    for c in ev.get("clients") or [ev.get("client")]:
-                        if c is not None:
-                            out.setdefault(int(c), str(ev.get("kind", "withdraw")))
-        return out
+        return {c: str(ev.get("kind", "withdraw")) for c, ev in self._client_events().items()}
 
     @property
     def controls(self) -> list[int]:

@@ -155,7 +155,10 @@ class MembershipAudit:
         return rows
 
     def _rows_for(self, w: _Watch, arm: str, rnd: int, model: torch.nn.Module, scores: bool) -> list[Row]:
-        rep = w.oracle.evaluate(model)
+        has_witness = w.witness_mask is not None and w.witness_mask.any()
+        # With a witness, one forward pass over members and non-members serves both reports.
+        stats = self._stats(w, model) if has_witness else None
+        rep = w.oracle.evaluate_stats(*stats) if has_witness else w.oracle.evaluate(model)
         out: list[Row] = [(arm, rnd, w.client, k, float(v)) for k, v in rep.metrics.items()]
         if np.isnan(rep.metrics["fr"]) and not w.warned:
             w.warned = True
@@ -163,8 +166,8 @@ class MembershipAudit:
                 f"client {w.client}, event round {w.event_round}: the oracle flags none of its samples "
                 "as members before the withdrawal (B_T = 0), so FR is undefined (NaN)"
             )
-        if w.witness_mask is not None and w.witness_mask.any():
-            wrep = w.oracle.evaluate_stats(*self._stats(w, model), subset_mask=w.witness_mask)
+        if has_witness:
+            wrep = w.oracle.evaluate_stats(*stats, subset_mask=w.witness_mask)
             out += [(arm, rnd, w.client, WITNESS_KEYS[k], float(wrep.metrics[k])) for k in WITNESS_KEYS]
         if scores and self.keep_scores:
             ps = rep.per_sample
