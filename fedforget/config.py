@@ -16,8 +16,6 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 EMBEDDED_DATASETS = ("digits", "mnist5k", "synthetic")
-PARTITIONERS = ("iid", "dirichlet", "pathological", "shard")
-MODELS = ("logreg", "mlp", "cnn")
 
 
 class ConfigError(ValueError):
@@ -26,6 +24,12 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _check_registered(what: str, name: str, registry) -> None:
+    """Names come from their registries (one source of truth)."""
+    if name not in registry:
+        raise ValueError(f"unknown {what} {name!r}; known: {', '.join(sorted(registry))}")
 
 
 class SyntheticConfig(_Section):
@@ -47,17 +51,26 @@ class SyntheticConfig(_Section):
 
 class DataConfig(_Section):
     dataset: str = "digits"
-    partitioner: Literal["iid", "dirichlet", "pathological", "shard"] = "iid"
+    partitioner: str = "iid"
     alpha: float = Field(0.5, gt=0)
     classes_per_client: int = Field(2, ge=1)
     shards_per_client: int = Field(2, ge=1)
     num_clients: int = Field(10, ge=1, le=1000)
-    holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of each client's data it never trains on")
+    audit_share: float = Field(
+        0.5, ge=0.0, le=1.0, description="share of the held-out part the oracle audits with; the rest is the client's validation part"
+    )
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    server_validation_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0, description="share of the test split held by the server for methods' accuracy guards"
+    )
     synthetic: SyntheticConfig = SyntheticConfig()
 
     @model_validator(mode="after")
     def _check_dataset(self) -> DataConfig:
+        from fedforget.data.partition import PARTITIONERS
+
+        _check_registered("partitioner", self.partitioner, PARTITIONERS)
         if self.dataset not in EMBEDDED_DATASETS and not (
             self.dataset.startswith("hf:") and len(self.dataset) > 3
         ):
@@ -69,11 +82,14 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    name: Literal["logreg", "mlp", "cnn"] = "mlp"
+    name: str = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [128])
 
     @model_validator(mode="after")
     def _check_hidden(self) -> ModelConfig:
+        from fedforget.models import MODELS
+
+        _check_registered("model", self.name, MODELS)
         if any(h < 1 for h in self.hidden):
             raise ValueError("hidden sizes must be >= 1")
         return self
@@ -161,15 +177,55 @@ class UnlearningConfig(_Section):
 
 class OracleConfig(_Section):
     """The membership oracle (``[oracle]``): calibrated once per withdrawal event
-    on the global model just before it, then reused for every round and arm."""
+    on the global model just before it, then reused for every round and arm.
 
-    attack: Literal["loss", "population", "lira"] = "loss"
+    Each attack's parameters live in its own table, ``[oracle.<attack>]``
+    (``fedforget methods`` lists them); the attack registry validates them.
+    """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    attack: str = "loss"
     n_boot: int = Field(200, ge=0, description="bootstrap replicates for the FR and AUC intervals")
     controls: int = Field(2, ge=0, description="non-withdrawn control clients audited beside each withdrawn one")
-    shadows: int = Field(4, ge=1, description="lira: shadow federations per kind (with / without the client)")
-    lira_online: bool = Field(False, description="lira: also run shadows with the client (online); default offline")
-    lira_fixed_variance: bool = Field(True, description="lira: one pooled std (Carlini et al.'s choice for few shadows)")
     scores: bool = Field(True, description="write per-sample scores for the event and last rounds")
+    min_nonmembers: int = Field(
+        1000, ge=1, description="non-members per audited client where the data allows (TPR at 1% FPR needs 1,000)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_lira_keys(cls, data: Any) -> Any:
+        # Scenario files written before [oracle.lira] existed keep working.
+        if isinstance(data, dict):
+            legacy = {"shadows": "shadows", "lira_online": "online", "lira_fixed_variance": "fixed_variance"}
+            moved = {new: data.pop(old) for old, new in legacy.items() if old in data}
+            if moved:
+                data["lira"] = {**moved, **dict(data.get("lira") or {})}
+        return data
+
+    @model_validator(mode="after")
+    def _check_attack_tables(self) -> OracleConfig:
+        from fedforget.oracle.attacks import ATTACKS
+
+        _check_registered("attack", self.attack, ATTACKS)
+        for key, table in (self.model_extra or {}).items():
+            if key not in ATTACKS:
+                raise ValueError(f"{key}: unknown key (not a registered attack)")
+            if not isinstance(table, dict):
+                raise ValueError(f"{key}: must be a table of parameters")
+            try:
+                ATTACKS[key].Params.model_validate(table)
+            except ValidationError as err:
+                e = err.errors()[0]
+                loc = ".".join(str(p) for p in e["loc"])
+                msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+                raise ValueError(f"{key}.{loc}: {msg}") from None
+        return self
+
+    def attack_params(self) -> dict[str, Any]:
+        """The chosen attack's parameter table (defaults filled in by the attack)."""
+        return dict((self.model_extra or {}).get(self.attack) or {})
 
 
 class Scenario(_Section):
@@ -204,10 +260,10 @@ class Scenario(_Section):
                 seen.add(c)
         if self.events and len(self.withdrawn_clients()) >= self.data.num_clients:
             raise ValueError("every client withdraws; at least one must remain")
-        if self.oracle.attack == "lira" and any(not ev.withdraws for ev in self.events):
-            raise ValueError("oracle.attack = 'lira' supports withdraw events only")
-        if self.oracle.attack == "lira" and self.oracle.lira_online and self.oracle.shadows < 2:
-            raise ValueError("oracle.shadows must be >= 2 for online LiRA (each sample is IN in half of them)")
+        from fedforget.oracle.attacks import ATTACKS
+
+        if not ATTACKS[self.oracle.attack].supports_deletions and any(not ev.withdraws for ev in self.events):
+            raise ValueError(f"oracle.attack = {self.oracle.attack!r} supports withdraw events only")
         return self
 
     def to_toml_dict(self) -> dict[str, Any]:

@@ -7,15 +7,24 @@ inline; nothing is fetched from a network).
 
 A directory whose ``seed-*/`` subdirectories are finished run directories (the
 layout of :func:`fedforget.runner.run_seeds`) gets one report over all seeds:
-curves and table cells are means with 95% t-intervals across seeds. A single run
-shows the oracle's own bootstrap intervals (``fr_lo``/``fr_hi``,
-``mia_auc_lo``/``mia_auc_hi``) instead.
+curves and table cells are means with across-seed 95% t-intervals. A single run
+shows the oracle's own bootstrap intervals (``<metric>_lo``/``<metric>_hi``)
+instead, labelled "oracle-sampling interval (model fixed)": they hold the trained
+model fixed and understate run-to-run spread.
+
+Rounds are floats. Whole round ``r`` is the models after round ``r``'s training;
+at every event round ``t`` the label ``t - 0.5`` is every arm audited right after
+the unlearning step, before round ``t`` (original and retrain: their models after
+round ``t - 1``). The oracle is calibrated on original at ``t - 1``.
 
 Per withdrawn client the report shows FR and MIA AUC vs round for every arm
-(retrain is the reference: black, thick, dashed), ROC curves at the event round
-and at the last round, a signal check (did the oracle see the client before it
-left?), a table of outcomes and costs per method, and over-unlearning flags.
-Control clients (never withdrawn) get a small table of final FR and AUC.
+(retrain is the reference: black, thick, dashed), ROC curves right after the
+unlearning step and at the last round, a signal check (did the oracle see the
+client before it left? FR cells of a client it did not see read "no signal"), a
+table of outcomes per arm (FR and MIA AUC at ``t - 0.5``; FR, ``fr_fixed_fpr``,
+MIA AUC, accuracies at the last round), the methods' costs with speed-ups over
+retraining, and over-unlearning flags. Control clients (never withdrawn) get a
+small table of final FR and AUC.
 """
 
 from __future__ import annotations
@@ -48,10 +57,15 @@ from fedforget.schedule import ORIGINAL, RETRAIN
 __all__ = ["Run", "Study", "load_run", "load_study", "render_report", "write_report"]
 
 GLOBAL = -1  # client id standing for the global (client = NA) rows
-SIGNAL_AUC = 0.65  # below this the oracle barely sees the client: FR says little
+SIGNAL_AUC = 0.65  # below this (at calibration) the oracle barely sees the client: FR has no signal
 CONFIDENCE = 0.95
 REQUIRED_COLUMNS = ("arm", "round", "client", "metric", "value")
-INTERVALS = {"fr": ("fr_lo", "fr_hi"), "mia_auc": ("mia_auc_lo", "mia_auc_hi")}
+FR_METRICS = ("fr", "fr_fixed_fpr", "fr_transition")  # meaningless for a client without signal
+TPR_FPR = {"tpr_at_1pct_fpr": 0.01, "tpr_at_0.1pct_fpr": 0.001}  # metric -> its false-positive rate
+TPR_MIN_NEGATIVES = 10  # TPR at FPR f needs at least 10 / f non-members
+ACROSS_SEEDS_LABEL = "across-seed 95% interval"
+ORACLE_SAMPLING_LABEL = "oracle-sampling interval (model fixed)"
+NO_SIGNAL = "no signal"
 METHOD_COLORS = (
     "tab:blue",
     "tab:orange",
@@ -82,18 +96,18 @@ class Run:
     events : list of dict
         ``events.jsonl``, one dict per line.
     curves : dict
-        ``(arm, client, metric) -> Series`` of values indexed by round; global
-        rows use client ``GLOBAL`` (-1).
+        ``(arm, client, metric) -> Series`` of values indexed by (float) round;
+        global rows use client ``GLOBAL`` (-1).
     scores : dict or None
-        ``(arm, round, client) -> DataFrame`` of per-sample oracle scores, or
-        None when the run has no ``scores.parquet``.
+        ``(arm, round, client) -> DataFrame`` of per-sample oracle scores (round
+        a float), or None when the run has no ``scores.parquet``.
     """
 
     path: Path
     scenario: dict[str, Any]
     events: list[dict[str, Any]]
     curves: dict[tuple[str, int, str], pd.Series]
-    scores: dict[tuple[str, int, int], pd.DataFrame] | None
+    scores: dict[tuple[str, float, int], pd.DataFrame] | None
 
     @property
     def seed(self) -> Any:
@@ -103,9 +117,25 @@ class Run:
         """Values of one metric by round (empty when absent)."""
         return self.curves.get((arm, client, metric), _EMPTY)
 
-    def value(self, arm: str, rnd: int, client: int, metric: str) -> float:
+    def value(self, arm: str, rnd: float, client: int, metric: str) -> float:
         """One value, NaN when absent."""
-        return float(self.curve(arm, client, metric).get(rnd, NAN))
+        return float(self.curve(arm, client, metric).get(float(rnd), NAN))
+
+    def n_nonmembers(self, arm: str, rnd: float, client: int) -> float:
+        """Non-members the oracle scored there: the ``n_nonmembers`` metric, else
+        counted in ``scores.parquet``; NaN when unknown."""
+        n = self.value(arm, rnd, client, "n_nonmembers")
+        if not _finite(n) and self.scores is not None:
+            g = self.scores.get((arm, float(rnd), client))
+            if g is not None:
+                n = float((~g["member"]).sum())
+        return n
+
+    def has_signal(self, client: int, calibration_round: float) -> bool | None:
+        """Did the oracle see the client at calibration (original's MIA AUC at
+        least ``SIGNAL_AUC``)? None when that AUC is missing."""
+        auc = self.value(ORIGINAL, calibration_round, client, "mia_auc")
+        return None if not _finite(auc) else auc >= SIGNAL_AUC
 
 
 _EMPTY = pd.Series(dtype=float)
@@ -142,7 +172,7 @@ def _tidy_metrics(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     df = pd.DataFrame(
         {
             "arm": df["arm"].astype(str),
-            "round": pd.to_numeric(df["round"]).astype(np.int64),
+            "round": pd.to_numeric(df["round"]).astype(np.float64),  # t - 0.5: right after unlearning
             "client": pd.to_numeric(df["client"]).fillna(GLOBAL).astype(np.int64),
             "metric": df["metric"].astype(str),
             "value": pd.to_numeric(df["value"], errors="coerce").astype(float),
@@ -162,7 +192,7 @@ def _curves_of(df: pd.DataFrame) -> dict[tuple[str, int, str], pd.Series]:
     }
 
 
-def _scores_of(path: Path) -> dict[tuple[str, int, int], pd.DataFrame] | None:
+def _scores_of(path: Path) -> dict[tuple[str, float, int], pd.DataFrame] | None:
     if not path.is_file():
         return None
     df = pd.read_parquet(path)
@@ -170,12 +200,12 @@ def _scores_of(path: Path) -> dict[tuple[str, int, int], pd.DataFrame] | None:
     if missing:
         raise ValueError(f"{path}: missing columns {', '.join(missing)}")
     df = df.assign(
-        round=pd.to_numeric(df["round"]).astype(np.int64),
+        round=pd.to_numeric(df["round"]).astype(np.float64),
         client=pd.to_numeric(df["client"]).astype(np.int64),
         member=df["member"].astype(bool),
         score=pd.to_numeric(df["score"], errors="coerce").astype(float),
     )
-    return {(str(a), int(r), int(c)): g for (a, r, c), g in df.groupby(["arm", "round", "client"], sort=False)}
+    return {(str(a), float(r), int(c)): g for (a, r, c), g in df.groupby(["arm", "round", "client"], sort=False)}
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -227,7 +257,8 @@ class Estimate:
 
     ``across_seeds``: the interval is a t-interval of the mean over ``n``
     seeds (shown as mean ± half-width); otherwise it is the oracle's bootstrap
-    interval of one run (shown as value [lo, hi]).
+    interval of one run, model fixed (shown as value [lo, hi]). A mean of +inf
+    (a speed-up over a method that costs nothing) shows as "∞".
     """
 
     mean: float
@@ -235,16 +266,25 @@ class Estimate:
     hi: float = NAN
     n: int = 1
     across_seeds: bool = False
+    no_signal: bool = False  # an FR of a client the oracle did not see: not a forgetting rate
+    note: str = ""  # appended to the text, e.g. "2 of 3 seeds"
 
     def text(self, digits: int = 3, interval: bool = True) -> str:
+        if self.no_signal:
+            return NO_SIGNAL
+        if self.mean == math.inf:
+            return "∞" + self._note()
         if not _finite(self.mean):
             return "n/a"
         m = _num(self.mean, digits)
         if not interval or not (_finite(self.lo) and _finite(self.hi)):
-            return m
+            return m + self._note()
         if self.across_seeds:
-            return f"{m} ± {_num((self.hi - self.lo) / 2, digits)}"
-        return f"{m} [{_num(self.lo, digits)}, {_num(self.hi, digits)}]"
+            return f"{m} ± {_num((self.hi - self.lo) / 2, digits)}" + self._note()
+        return f"{m} [{_num(self.lo, digits)}, {_num(self.hi, digits)}]" + self._note()
+
+    def _note(self) -> str:
+        return f" ({self.note})" if self.note else ""
 
 
 def _finite(x: Any) -> bool:
@@ -258,6 +298,22 @@ def _num(x: float, digits: int) -> str:
     return f"{x:,.{digits}f}" if digits == 0 else f"{x:.{digits}f}"
 
 
+def _bounds(metric: str) -> tuple[str, str]:
+    """The bootstrap bounds a single run may carry for a metric."""
+    return f"{metric}_lo", f"{metric}_hi"
+
+
+def _round_text(r: float) -> str:
+    """4.0 -> "4", 3.5 -> "3.5"."""
+    r = float(r)
+    return str(int(r)) if r.is_integer() else f"{r:g}"
+
+
+def _event_point(t: float) -> float:
+    """The round label right after the unlearning step of the event at round t."""
+    return float(t) - 0.5
+
+
 def t_interval(values: Sequence[float]) -> Estimate:
     """Mean and 95% t-interval of the finite values (no interval for n < 2)."""
     x = np.asarray(values, dtype=float)
@@ -269,6 +325,36 @@ def t_interval(values: Sequence[float]) -> Estimate:
         return Estimate(mean, n=1, across_seeds=True)
     half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
     return Estimate(mean, mean - half, mean + half, int(x.size), True)
+
+
+def _estimate_of(values: Sequence[float], lo: Sequence[float], hi: Sequence[float], across_seeds: bool,
+                 usable: Sequence[bool] | None = None) -> Estimate:
+    """One cell from per-run values: across seeds a t-interval of the usable runs'
+    values, for one run its value with its bootstrap bounds.
+
+    ``usable`` False marks a run whose value has no signal (an FR of a client
+    the oracle did not see): left out; none usable gives "no signal". A value of
+    +inf (a speed-up over a method that costs nothing) in every seed gives "∞";
+    in some seeds only, the interval of the finite ones notes how many were ∞.
+    """
+    keep = [i for i in range(len(values)) if usable is None or usable[i]]
+    if not keep:
+        return Estimate(NAN, no_signal=True, across_seeds=across_seeds)
+    dropped = len(values) - len(keep)
+    if not across_seeds:
+        i = keep[0]
+        return Estimate(values[i], lo[i], hi[i])
+    x = np.asarray([values[i] for i in keep], dtype=float)
+    n_inf = int(np.sum(x == math.inf))
+    notes = []
+    if dropped:
+        notes.append(f"{len(keep)} of {len(values)} seeds; {dropped} {NO_SIGNAL}")
+    if n_inf and n_inf == int(np.sum(~np.isnan(x))):
+        return Estimate(math.inf, n=n_inf, across_seeds=True, note="; ".join(notes))
+    if n_inf:
+        notes.append(f"∞ in {n_inf} of {x.size} seeds")
+    est = t_interval(x)
+    return Estimate(est.mean, est.lo, est.hi, est.n, True, note="; ".join(notes))
 
 
 def _band_across(curves: list[pd.Series]) -> pd.DataFrame:
@@ -302,9 +388,15 @@ class Study:
         return self.runs[0].scenario
 
     @property
+    def interval_label(self) -> str:
+        """What the intervals shown are: across seeds, or the oracle's bootstrap of one run."""
+        return ACROSS_SEEDS_LABEL if self.across_seeds else ORACLE_SAMPLING_LABEL
+
+    @property
     def arms(self) -> list[str]:
-        """original, retrain, then the methods in the scenario's order."""
-        present = {a for r in self.runs for (a, _, _) in r.curves if not a.startswith("shadow-")}
+        """The arms in the metrics: original, retrain, the methods in the
+        scenario's order, then any other arm."""
+        present = {a for r in self.runs for (a, _, _) in r.curves}
         order = [ORIGINAL, RETRAIN, *self.scenario.get("unlearning", {}).get("methods", [])]
         return [a for a in order if a in present] + sorted(present - set(order))
 
@@ -341,9 +433,27 @@ class Study:
         return sorted(audited - set(self.withdrawn))
 
     @property
-    def last_round(self) -> int:
-        rounds = [int(s.index.max()) for r in self.runs for s in r.curves.values() if len(s)]
-        return max(rounds, default=0)
+    def last_round(self) -> float:
+        rounds = [float(s.index.max()) for r in self.runs for s in r.curves.values() if len(s)]
+        return max(rounds, default=0.0)
+
+    def calibration_round(self, client: int) -> float:
+        """Where the oracle auditing a client was calibrated: original's model
+        after round t - 1 (t: the client's event; controls: the first event)."""
+        t = self.withdrawn.get(client, min(self.withdrawn.values(), default=1))
+        return float(t - 1)
+
+    def signal(self, client: int) -> list[bool | None]:
+        """Per run: did the oracle see the client at calibration? (None: unknown)."""
+        cal = self.calibration_round(client)
+        return [r.has_signal(client, cal) for r in self.runs]
+
+    def usable(self, client: int, metric: str) -> list[bool] | None:
+        """Per run, whether a value of the metric is meaningful: FR metrics of a
+        client without signal are not (None: every run's value is)."""
+        if metric not in FR_METRICS or client == GLOBAL:
+            return None
+        return [s is not False for s in self.signal(client)]
 
     def estimate(self, fn: Callable[[Run], float], lo: Callable[[Run], float] | None = None,
                  hi: Callable[[Run], float] | None = None) -> Estimate:
@@ -353,26 +463,34 @@ class Study:
         run = self.runs[0]
         return Estimate(fn(run), lo(run) if lo else NAN, hi(run) if hi else NAN)
 
-    def value(self, arm: str, rnd: int, client: int, metric: str) -> Estimate:
-        """One metric at one round, with its interval."""
-        bounds = INTERVALS.get(metric)
-        return self.estimate(
-            lambda r: r.value(arm, rnd, client, metric),
-            (lambda r: r.value(arm, rnd, client, bounds[0])) if bounds else None,
-            (lambda r: r.value(arm, rnd, client, bounds[1])) if bounds else None,
+    def value(self, arm: str, rnd: float, client: int, metric: str) -> Estimate:
+        """One metric at one round, with its interval ("no signal" for an FR of
+        a client the oracle did not see)."""
+        lo, hi = _bounds(metric)
+        return _estimate_of(
+            [r.value(arm, rnd, client, metric) for r in self.runs],
+            [r.value(arm, rnd, client, lo) for r in self.runs],
+            [r.value(arm, rnd, client, hi) for r in self.runs],
+            self.across_seeds,
+            self.usable(client, metric),
         )
 
     def band(self, arm: str, client: int, metric: str) -> pd.DataFrame:
-        """Curve of one metric: columns mean, lo, hi indexed by round."""
+        """Curve of one metric: columns mean, lo, hi indexed by (float) round.
+        Runs whose values have no signal are left out."""
+        usable = self.usable(client, metric) or [True] * len(self.runs)
+        runs = [r for r, ok in zip(self.runs, usable, strict=True) if ok]
+        empty = pd.DataFrame(columns=["mean", "lo", "hi"], dtype=float)
         if self.across_seeds:
-            curves = [c for r in self.runs if len(c := r.curve(arm, client, metric))]
-            return _band_across(curves) if curves else pd.DataFrame(columns=["mean", "lo", "hi"])
-        run = self.runs[0]
+            curves = [c for r in runs if len(c := r.curve(arm, client, metric))]
+            return _band_across(curves) if curves else empty
+        if not runs:
+            return empty
+        run = runs[0]
         s = run.curve(arm, client, metric)
-        bounds = INTERVALS.get(metric)
-        lo = run.curve(arm, client, bounds[0]).reindex(s.index) if bounds else pd.Series(NAN, index=s.index)
-        hi = run.curve(arm, client, bounds[1]).reindex(s.index) if bounds else pd.Series(NAN, index=s.index)
-        return pd.DataFrame({"mean": s, "lo": lo, "hi": hi})
+        lo, hi = _bounds(metric)
+        return pd.DataFrame({"mean": s, "lo": run.curve(arm, client, lo).reindex(s.index),
+                             "hi": run.curve(arm, client, hi).reindex(s.index)})
 
 
 def load_study(run_dir: str | Path) -> Study:
@@ -430,13 +548,16 @@ def _legend(ax: Axes) -> None:
 
 
 def _mark_events(ax: Axes, rounds: Sequence[int]) -> None:
+    """A dotted line at t - 0.5 for each event round t: the withdrawal and unlearning step."""
     for i, r in enumerate(sorted(set(rounds))):
-        ax.axvline(r, color="firebrick", lw=1.0, ls=":", label="withdrawal" if i == 0 else None, zorder=1)
+        ax.axvline(_event_point(r), color="firebrick", lw=1.0, ls=":",
+                   label="withdrawal + unlearning (t − 0.5)" if i == 0 else None, zorder=1)
 
 
 def _curve_figure(study: Study, client: int, metric: str, title: str, ylabel: str,
                   event_rounds: Sequence[int], hline: tuple[float, str] | None = None) -> str | None:
-    """One metric vs round for every arm with interval bands; None without data."""
+    """One metric vs (float) round for every arm with interval bands; None
+    without data. Every point is drawn, the t - 0.5 ones included."""
     styles = _arm_styles(study.arms)
     fig = Figure(figsize=(7.6, 3.4))
     ax = fig.add_subplot()
@@ -447,17 +568,19 @@ def _curve_figure(study: Study, client: int, metric: str, title: str, ylabel: st
             continue
         drawn = True
         st = styles[arm]
-        ax.plot(band.index, band["mean"], label=arm, **st)
+        ax.plot(band.index.to_numpy(dtype=float), band["mean"].to_numpy(dtype=float), label=arm, **st)
         ok = band["lo"].notna() & band["hi"].notna()
         if ok.any():
-            ax.fill_between(band.index[ok], band["lo"][ok], band["hi"][ok], color=st["color"], alpha=0.13, lw=0)
+            ax.fill_between(band.index[ok].to_numpy(dtype=float), band["lo"][ok].to_numpy(dtype=float),
+                            band["hi"][ok].to_numpy(dtype=float), color=st["color"], alpha=0.13, lw=0)
     if not drawn:
         return None
     if hline is not None:
         ax.axhline(hline[0], color="0.45", lw=0.9, ls="-.", label=hline[1], zorder=1)
     _mark_events(ax, event_rounds)
     ax.set(title=title, xlabel="round", ylabel=ylabel)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
+    # Whole rounds get the ticks; the t - 0.5 points sit between them, on the event line.
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     _legend(ax)
     return _png_uri(fig)
@@ -471,14 +594,14 @@ def _roc_points(g: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
     return fpr, tpr
 
 
-def _roc_panel(ax: Axes, study: Study, client: int, rnd: int, styles: dict[str, dict[str, Any]]) -> bool:
+def _roc_panel(ax: Axes, study: Study, client: int, rnd: float, styles: dict[str, dict[str, Any]]) -> bool:
     """ROC curves of every arm at one round (mean over seeds by vertical
     averaging on a log FPR grid); False when no arm has scores there."""
     per_arm: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     n_neg = 1
     for arm in study.arms:
         for run in study.runs:
-            g = (run.scores or {}).get((arm, rnd, client))
+            g = (run.scores or {}).get((arm, float(rnd), client))
             pts = None if g is None else _roc_points(g)
             if pts is not None:
                 per_arm.setdefault(arm, []).append(pts)
@@ -503,7 +626,7 @@ def _roc_panel(ax: Axes, study: Study, client: int, rnd: int, styles: dict[str, 
     return True
 
 
-def _roc_figure(study: Study, client: int, rounds: list[tuple[int, str]]) -> tuple[str | None, list[str]]:
+def _roc_figure(study: Study, client: int, rounds: list[tuple[float, str]]) -> tuple[str | None, list[str]]:
     """ROC panels for (round, label) pairs; notes for rounds without scores."""
     styles = _arm_styles(study.arms)
     fig = Figure(figsize=(5.2 * len(rounds), 4.0))
@@ -513,9 +636,9 @@ def _roc_figure(study: Study, client: int, rounds: list[tuple[int, str]]) -> tup
         ax = fig.add_subplot(1, len(rounds), i + 1)
         if _roc_panel(ax, study, client, rnd, styles):
             drawn += 1
-            ax.set_title(f"client {client}, {label} (round {rnd})", fontsize=10)
+            ax.set_title(f"client {client}, {label} (round {_round_text(rnd)})", fontsize=10)
         else:
-            notes.append(f"no scores for client {client} at round {rnd} ({label})")
+            notes.append(f"no scores for client {client} at round {_round_text(rnd)} ({label})")
             ax.set_axis_off()
     return (_png_uri(fig) if drawn else None), notes
 
@@ -585,16 +708,17 @@ def _note(text: str, kind: str = "note") -> str:
     return f'<div class="{kind}">{esc(text)}</div>'
 
 
-def _rounds_text(rounds: Sequence[int]) -> str:
-    """Compress rounds into ranges: [3, 4, 5, 8] -> "3–5, 8"."""
-    rs = sorted(set(int(r) for r in rounds))
+def _rounds_text(rounds: Sequence[float]) -> str:
+    """Compress rounds into ranges: [3, 3.5, 4, 5, 8] -> "3, 3.5, 4–5, 8" (a
+    t - 0.5 label stands on its own)."""
+    rs = sorted(set(float(r) for r in rounds))
     parts: list[str] = []
     i = 0
     while i < len(rs):
         j = i
-        while j + 1 < len(rs) and rs[j + 1] == rs[j] + 1:
+        while rs[i].is_integer() and j + 1 < len(rs) and rs[j + 1] == rs[j] + 1:
             j += 1
-        parts.append(str(rs[i]) if i == j else f"{rs[i]}–{rs[j]}")
+        parts.append(_round_text(rs[i]) if i == j else f"{_round_text(rs[i])}–{_round_text(rs[j])}")
         i = j + 1
     return ", ".join(parts)
 
@@ -614,6 +738,23 @@ def _events_text(scenario: dict[str, Any], study: Study) -> str:
     return "; ".join(out)
 
 
+def _interval_text(study: Study) -> str:
+    """What the intervals in the figures and tables are."""
+    if study.across_seeds:
+        return (f"Values are means over {len(study.runs)} seeds. Intervals: {ACROSS_SEEDS_LABEL}s (95% t-interval "
+                "of the mean over the seeds; shaded bands in the figures, mean ± half-width in the tables).")
+    return (f"Intervals: {ORACLE_SAMPLING_LABEL}, the oracle's 95% bootstrap over its audit samples (shaded "
+            "bands in the figures, [lo, hi] in the tables). They hold the trained model fixed, so they "
+            "understate the run-to-run spread (another seed trains another model); run with --seeds N for "
+            "across-seed intervals.")
+
+
+def _labelled(study: Study, est: Estimate, digits: int = 3) -> str:
+    """An estimate's text, naming its interval when it has one."""
+    text = est.text(digits)
+    return text + (f" ({study.interval_label})" if _finite(est.lo) and _finite(est.hi) else "")
+
+
 def _header(study: Study) -> str:
     sc = study.scenario
     seeds = [r.seed for r in study.runs]
@@ -626,7 +767,7 @@ def _header(study: Study) -> str:
     rows = [
         ("scenario", str(sc.get("name", "?"))),
         ("seeds" if study.multi_seed else "seed", seed_text),
-        ("rounds", str(sc.get("train", {}).get("rounds", study.last_round))),
+        ("rounds", str(sc.get("train", {}).get("rounds", _round_text(study.last_round)))),
         ("events", _events_text(sc, study)),
         ("methods", ", ".join(unl.get("methods", [])) or "none"),
         ("recovery rounds", str(unl.get("recovery_rounds", "n/a"))),
@@ -637,13 +778,7 @@ def _header(study: Study) -> str:
     table = "<table class=\"meta\"><tbody>" + "".join(
         f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows
     ) + "</tbody></table>"
-    how = (
-        f"Values are means over {len(study.runs)} seeds; intervals are 95% t-intervals across seeds "
-        "(shaded bands in the figures, mean ± half-width in the tables)."
-        if study.across_seeds
-        else "Intervals are the oracle's 95% bootstrap intervals (shaded bands; [lo, hi] in the tables)."
-    )
-    return f"<h1>fedforget report: {esc(str(sc.get('name', '?')))}</h1>{table}{_note(how)}"
+    return f"<h1>fedforget report: {esc(str(sc.get('name', '?')))}</h1>{table}{_note(_interval_text(study))}"
 
 
 def _warnings(study: Study) -> str:
@@ -665,34 +800,40 @@ def _warnings(study: Study) -> str:
 def _signal_check(study: Study, client: int, event_round: int) -> str:
     """Did the oracle see the client before it left? Does retrain look like chance?"""
     T = study.last_round
-    before = study.value(ORIGINAL, event_round - 1, client, "mia_auc")
+    cal = study.calibration_round(client)
+    before = study.value(ORIGINAL, cal, client, "mia_auc")
+    where = f"original, round {_round_text(cal)}, the calibration model"
     parts = []
     if not _finite(before.mean):
         parts.append(_note(
-            f"Signal check: no oracle value for original at round {event_round - 1} (the calibration "
+            f"Signal check: no oracle value for original at round {_round_text(cal)} (the calibration "
             f"model), so it is unknown whether the oracle could see client {client} at all.", "warn"))
     elif before.mean >= SIGNAL_AUC:
         parts.append(_note(
-            f"Signal check: before the withdrawal (original, round {event_round - 1}) the oracle's MIA AUC "
-            f"on client {client} is {before.text()}, at least {SIGNAL_AUC}: the oracle did see this client, "
-            "so FR is meaningful.", "ok"))
+            f"Signal check: before the withdrawal ({where}) the oracle's MIA AUC on client {client} is "
+            f"{_labelled(study, before)}, at least {SIGNAL_AUC}: the oracle did see this client, so FR is "
+            "meaningful.", "ok"))
     else:
         parts.append(_note(
-            f"Signal check: before the withdrawal (original, round {event_round - 1}) the oracle's MIA AUC on "
-            f"client {client} is only {before.text()}, below {SIGNAL_AUC}. The oracle could barely tell this "
-            "client's samples from non-members even before it left, so there was little to forget and FR "
-            "(for every arm) says little here. A more memorisation-prone setup (fewer samples per client, "
-            "more local epochs or rounds) or a stronger attack would make FR informative."
+            f"Signal check: before the withdrawal ({where}) the oracle's MIA AUC on client {client} is only "
+            f"{_labelled(study, before)}, below {SIGNAL_AUC}: {NO_SIGNAL}. The oracle could barely tell this "
+            "client's samples from non-members even before it left, so there was little to forget; its FR "
+            f"cells (every arm) read \"{NO_SIGNAL}\" rather than a forgetting rate. A more memorisation-prone "
+            "setup (fewer samples per client, more local epochs or rounds) or a stronger membership oracle "
+            "would give FR a signal."
             + (" (An AUC below 0.5 means its samples looked less like members than the non-members did, "
-               "e.g. when planted witness labels raise their loss.)" if before.mean < 0.5 else ""), "warn"))
+               "e.g. when planted witness labels make them look unlike training data.)"
+               if before.mean < 0.5 else ""), "warn"))
     if study.across_seeds and _finite(before.mean):
-        low = sum(r.value(ORIGINAL, event_round - 1, client, "mia_auc") < SIGNAL_AUC for r in study.runs)
+        low = sum(s is False for s in study.signal(client))
         if low:
-            parts.append(_note(f"In {low} of {len(study.runs)} seeds that AUC is below {SIGNAL_AUC}.", "warn"))
+            parts.append(_note(
+                f"In {low} of {len(study.runs)} seeds that AUC is below {SIGNAL_AUC}: {NO_SIGNAL} there, so "
+                "those seeds are left out of this client's FR values.", "warn"))
     ref = study.value(RETRAIN, T, client, "mia_auc")
     if _finite(ref.mean):
-        text = (f"Retrain at the last round (round {T}): MIA AUC {ref.text()} on client {client}; near 0.5 is "
-                "expected, since that model never saw the client.")
+        text = (f"Retrain at the last round (round {_round_text(T)}): MIA AUC {_labelled(study, ref)} on client "
+                f"{client}; near 0.5 is expected, since that model never saw the client.")
         if _finite(ref.lo) and not ref.lo <= 0.5 <= ref.hi:
             text += (" Its interval excludes 0.5: members and non-members differ in more than membership, "
                      "so read the other arms' AUC relative to retrain's, not to 0.5.")
@@ -700,20 +841,51 @@ def _signal_check(study: Study, client: int, event_round: int) -> str:
     return "".join(parts)
 
 
-def _row_values(run: Run, arm: str, client: int, T: int, event_round: int) -> dict[str, float]:
-    """One run's table values for one arm and withdrawn client (NaN where absent)."""
-    v = {}
-    for key in ("fr", "fr_lo", "fr_hi", "mia_auc", "mia_auc_lo", "mia_auc_hi", "tpr_at_0.1pct_fpr",
-                "forget_accuracy", "retain_accuracy", "witness_accuracy", "witness_mia_auc", "witness_fr",
-                "over_unlearning"):
-        v[key] = run.value(arm, T, client, key)
+def _tpr_if_enough(run: Run, arm: str, rnd: float, client: int, metric: str) -> float:
+    """TPR at FPR f, or NaN unless the oracle scored at least 10 / f non-members
+    (with fewer, that FPR is a handful of samples or none)."""
+    need = math.ceil(TPR_MIN_NEGATIVES / TPR_FPR[metric] - 1e-9)
+    n = run.n_nonmembers(arm, rnd, client)
+    return run.value(arm, rnd, client, metric) if _finite(n) and n >= need else NAN
+
+
+# metrics of a withdrawn client read right after the unlearning step (t - 0.5), as key "<metric>@event"
+EVENT_METRICS = ("fr", "mia_auc")
+# metrics of a withdrawn client read at the last round, with their bootstrap bounds where a run has them
+FINAL_METRICS = ("fr", "fr_fixed_fpr", "mia_auc", "forget_accuracy", "retain_accuracy", "witness_accuracy",
+                 "witness_mia_auc", "witness_fr", "over_unlearning")
+# global cost metrics of a method arm at its event round t (bytes shown as MB)
+COST_METRICS = ("cost_wall_s", "cost_client_steps", "cost_rounds", "cost_bytes_up", "cost_bytes_down",
+                "cost_server_storage_bytes", "speedup_steps", "speedup_bytes", "speedup_wall")
+# global metrics of the retrain arm at round t: retraining's cost up to the event and to the end
+RETRAIN_YARDSTICK = ("retrain_steps_to_event", "retrain_bytes_to_event", "retrain_wall_s_to_event",
+                     "retrain_steps_to_end", "retrain_bytes_to_end", "retrain_wall_s_to_end")
+
+
+def _row_values(run: Run, arm: str, client: int, T: float, event_round: int) -> dict[str, float]:
+    """One run's table values for one arm and withdrawn client (NaN where absent).
+
+    Keys: ``<metric>@event`` at t - 0.5, ``<metric>`` at the last round (each
+    with ``_lo``/``_hi``), deltas to retrain, TPRs, and the cost record at t
+    (bytes in MB; ``cost_bytes_total`` = up + down)."""
+    v: dict[str, float] = {}
+    at = _event_point(event_round)
+    for m in EVENT_METRICS:
+        for key, src in zip((f"{m}@event", *_bounds(f"{m}@event")), (m, *_bounds(m)), strict=True):
+            v[key] = run.value(arm, at, client, src)
+    for m in FINAL_METRICS:
+        for key in (m, *_bounds(m)):
+            v[key] = run.value(arm, T, client, key)
+    for m in TPR_FPR:
+        v[m] = _tpr_if_enough(run, arm, T, client, m)
     v["test_accuracy"] = run.value(arm, T, GLOBAL, "test_accuracy")
     v["d_test_accuracy"] = v["test_accuracy"] - run.value(RETRAIN, T, GLOBAL, "test_accuracy")
     v["d_mia_auc"] = v["mia_auc"] - run.value(RETRAIN, T, client, "mia_auc")
-    for key in ("cost_wall_s", "cost_client_steps", "cost_rounds"):
-        v[key] = run.value(arm, event_round, GLOBAL, key)
-    for key in ("cost_bytes_up", "cost_bytes_down", "cost_server_storage_bytes"):
-        v[key] = run.value(arm, event_round, GLOBAL, key) / 1e6  # shown as MB
+    for key in (*COST_METRICS, *RETRAIN_YARDSTICK):
+        x = run.value(arm, event_round, GLOBAL, key)
+        v[key] = x / 1e6 if "bytes" in key and not key.startswith("speedup") else x  # bytes shown as MB
+    up, down = v["cost_bytes_up"], v["cost_bytes_down"]
+    v["cost_bytes_total"] = float(np.nansum([up, down])) if _finite(up) or _finite(down) else NAN
     return v
 
 
@@ -724,15 +896,27 @@ class Column:
     digits: int = 3
     interval: bool = True  # False: mean only (costs)
     title: str = ""
-    kind: str = "outcome"  # "outcome", "delta" (n/a-free for retrain), "cost", "witness"
+    kind: str = "outcome"  # "outcome", "delta" (n/a-free for retrain), "cost", "speedup", "witness"
+    fr: bool = False  # an FR: "no signal" for a client the oracle did not see
+    retrain_key: str = ""  # cost columns: what the retrain (yardstick) row shows; "" = "—"
 
 
 COLUMNS = (
-    Column("final FR", "fr", title="forgetting rate at the last round: net share of the samples flagged as "
-           "members before the withdrawal that the oracle no longer flags (1 = all forgotten)"),
+    Column("FR at the event", "fr@event", fr=True, title="forgetting rate right after the unlearning step "
+           "(round t − 0.5, before round t): the unlearning step alone"),
+    Column("MIA AUC at the event", "mia_auc@event", title="membership-inference ROC AUC right after the "
+           "unlearning step (round t − 0.5)"),
+    Column("final FR", "fr", fr=True, title="forgetting rate at the last round: net share of the samples "
+           "flagged as members at calibration that the oracle no longer flags (1 = all forgotten)"),
+    Column("FR (fixed FPR)", "fr_fixed_fpr", fr=True, title="FR at the last round with the threshold "
+           "re-chosen so the non-members' false-positive rate equals its calibration value; about 0 for a "
+           "model whose member and non-member scores merely drift together"),
     Column("final MIA AUC", "mia_auc", title="membership-inference ROC AUC on the client's samples vs "
            "non-members at the last round (0.5 = chance)"),
-    Column("TPR @ 0.1% FPR", "tpr_at_0.1pct_fpr", title="true positive rate at 0.1% false positive rate"),
+    Column("TPR @ 1% FPR", "tpr_at_1pct_fpr", title="true positive rate at 1% false positive rate "
+           "(n/a with fewer than 1,000 non-members)"),
+    Column("TPR @ 0.1% FPR", "tpr_at_0.1pct_fpr", title="true positive rate at 0.1% false positive rate "
+           "(n/a with fewer than 10,000 non-members)"),
     Column("test acc", "test_accuracy", title="global test accuracy at the last round"),
     Column("Δ test acc vs retrain", "d_test_accuracy", kind="delta"),
     Column("Δ AUC vs retrain", "d_mia_auc", kind="delta", title="MIA AUC minus retrain's (0 = as forgotten as "
@@ -743,29 +927,51 @@ COLUMNS = (
            "with their planted label"),
     Column("witness AUC", "witness_mia_auc", kind="witness"),
     Column("witness FR", "witness_fr", kind="witness"),
-    Column("wall s", "cost_wall_s", 2, False, "wall-clock seconds of the unlearning step", "cost"),
-    Column("client steps", "cost_client_steps", 0, False, "local optimisation steps run on clients", "cost"),
+    Column("wall s", "cost_wall_s", 2, False, "wall-clock seconds of the unlearning step (retrain: of rounds "
+           "1..t−1)", "cost", retrain_key="retrain_wall_s_to_event"),
+    Column("client steps", "cost_client_steps", 0, False, "local optimisation steps run on clients (retrain: "
+           "in rounds 1..t−1)", "cost", retrain_key="retrain_steps_to_event"),
     Column("MB up", "cost_bytes_up", 2, False, "bytes sent by clients, MB (10^6 bytes)", "cost"),
     Column("MB down", "cost_bytes_down", 2, False, "bytes sent to clients, MB", "cost"),
+    Column("MB total", "cost_bytes_total", 2, False, "bytes sent both ways, MB (retrain: in rounds 1..t−1)",
+           "cost", retrain_key="retrain_bytes_to_event"),
     Column("storage MB", "cost_server_storage_bytes", 2, False, "server storage the method needs, MB", "cost"),
-    Column("cost rounds", "cost_rounds", 0, False, "federated rounds the unlearning step used", "cost"),
+    Column("cost rounds", "cost_rounds", 0, False, "federated rounds inside the unlearning step", "cost"),
+    Column("speed-up, steps (×)", "speedup_steps", 1, True, "retraining's client steps to the event ÷ the "
+           "method's (∞: the method runs none)", "speedup"),
+    Column("speed-up, bytes (×)", "speedup_bytes", 1, True, "retraining's bytes to the event ÷ the method's",
+           "speedup"),
+    Column("speed-up, wall (×)", "speedup_wall", 1, True, "retraining's wall seconds to the event ÷ the "
+           "method's", "speedup"),
 )
 
 
-def _cell(study: Study, values: list[dict[str, float]], col: Column) -> Estimate:
+def _cell(study: Study, values: list[dict[str, float]], col: Column, signal: list[bool] | None = None,
+          key: str | None = None) -> Estimate:
+    """A table cell from per-run values; FR columns leave out runs without signal."""
+    key = key or col.key
+    lo, hi = _bounds(key)
+    return _estimate_of([v[key] for v in values], [v.get(lo, NAN) for v in values],
+                        [v.get(hi, NAN) for v in values], study.across_seeds, signal if col.fr else None)
+
+
+def _interval_caption(study: Study) -> str:
     if study.across_seeds:
-        return t_interval([v[col.key] for v in values])
-    v = values[0]
-    bounds = INTERVALS.get(col.key)
-    return Estimate(v[col.key], v[bounds[0]] if bounds else NAN, v[bounds[1]] if bounds else NAN)
+        return f"Mean ± half-width: {ACROSS_SEEDS_LABEL} over {len(study.runs)} seeds."
+    return (f"[lo, hi]: {ORACLE_SAMPLING_LABEL}, which holds the trained model fixed and understates "
+            "run-to-run spread; --seeds N gives across-seed intervals.")
 
 
 def _method_table(study: Study, client: int, event_round: int) -> str:
     """Outcomes per arm (methods, then retrain and original for reference), the
-    over-unlearning lines, and the methods' cost record, for one withdrawn client.
+    over-unlearning lines, and the methods' costs and speed-ups over retraining
+    (with retraining's own cost as the yardstick row), for one withdrawn client.
 
     Two tables rather than one keep the page narrow enough to read."""
     T = study.last_round
+    t = _round_text(event_round)
+    at = _round_text(_event_point(event_round))
+    signal = study.usable(client, "fr")
     per_arm = {a: [_row_values(r, a, client, T, event_round) for r in study.runs] for a in study.arms}
     has_witness = any(_finite(v[k]) for vs in per_arm.values() for v in vs
                       for k in ("witness_accuracy", "witness_mia_auc", "witness_fr"))
@@ -778,27 +984,63 @@ def _method_table(study: Study, client: int, event_round: int) -> str:
         for col in outcome_cols:
             # retrain's gap to itself is 0 by definition
             same = arm == RETRAIN and col.kind == "delta"
-            row.append("—" if same else _cell(study, per_arm[arm], col).text(col.digits))
+            row.append("—" if same else _cell(study, per_arm[arm], col, signal).text(col.digits))
         row.append("" if ref else _flag_text(study, per_arm[arm]))
         rows.append(row)
         classes.append("ref" if ref else "")
+    caption = (f"\"At the event\": round {at}, right after the unlearning step (before round {t}); the other "
+               f"columns at the last round (round {_round_text(T)}). {_interval_caption(study)}")
+    if signal is not None and not any(signal):
+        caption += f" FR cells read \"{NO_SIGNAL}\": the oracle did not see this client at calibration."
     out = [
         _table(["arm", *(c.header for c in outcome_cols), "flags"], rows,
                titles=["", *(c.title for c in outcome_cols), "over-unlearning at the last round"], row_classes=classes),
-        f'<p class="small">{esc(f"At the last round (round {T}).")}</p>',
+        f'<p class="small">{esc(caption)}</p>',
         *_over_unlearning_lines(study, client, T),
     ]
-    cost_cols = [c for c in COLUMNS if c.kind == "cost"]
     if study.methods:
-        cost_rows = [[m, *(_cell(study, per_arm[m], c).text(c.digits, c.interval) for c in cost_cols)]
-                     for m in study.methods]
-        caption = f"Cost record of the unlearning step at round {event_round}" + (
-            " (means over seeds)." if study.across_seeds else ".")
-        out += [f"<h3>Cost of unlearning, client {client}</h3>",
-                _table(["method", *(c.header for c in cost_cols)], cost_rows,
-                       titles=["", *(c.title for c in cost_cols)]),
-                f'<p class="small">{esc(caption)}</p>']
+        out += _cost_table(study, client, event_round, per_arm)
     return "".join(out)
+
+
+def _cost_table(study: Study, client: int, event_round: int, per_arm: dict[str, list[dict[str, float]]]) -> list[str]:
+    """The methods' cost records at round t and speed-ups over retraining; the
+    retrain row holds retraining's cost to the event (the speed-ups' numerator)."""
+    cost_cols = [c for c in COLUMNS if c.kind in ("cost", "speedup")]
+    t = event_round
+    rows, classes = [], []
+    for m in study.methods:
+        rows.append([m, *(_cell(study, per_arm[m], c).text(c.digits, c.interval and c.kind == "speedup")
+                          for c in cost_cols)])
+        classes.append("")
+    if RETRAIN in per_arm:
+        rv = per_arm[RETRAIN]
+        rows.append([f"{RETRAIN} (to the event)", *(
+            _cell(study, rv, c, key=c.retrain_key).text(c.digits, False) if c.retrain_key else "—"
+            for c in cost_cols)])
+        classes.append("ref")
+    mean_of = " (means over seeds)" if study.across_seeds else ""
+    caption = [
+        f"Cost record of each method's unlearning step at the event (round {t}){mean_of}: all the work it does "
+        "inside its step, recovery rounds included; the regular rounds are the same for every arm and not "
+        f"counted. Speed-up = retraining's cost to the event (rounds 1..{t - 1}) ÷ the method's cost; ∞ = the "
+        "method costs nothing."
+    ]
+    if RETRAIN in per_arm:
+        to_end = {k: t_interval([v[k] for v in per_arm[RETRAIN]]).mean
+                  for k in ("retrain_steps_to_end", "retrain_bytes_to_end", "retrain_wall_s_to_end")}
+        if any(_finite(x) for x in to_end.values()):
+            caption.append(
+                f"Retraining to the end of the run (round {_round_text(study.last_round)}){mean_of}: "
+                f"{Estimate(to_end['retrain_steps_to_end']).text(0)} client steps, "
+                f"{Estimate(to_end['retrain_bytes_to_end']).text(2)} MB, "
+                f"{Estimate(to_end['retrain_wall_s_to_end']).text(2)} wall s.")
+    if study.across_seeds:
+        caption.append(f"Speed-ups: mean ± half-width, {ACROSS_SEEDS_LABEL}.")
+    return [f"<h3>Cost of unlearning, client {client}</h3>",
+            _table(["method", *(c.header for c in cost_cols)], rows,
+                   titles=["", *(c.title for c in cost_cols)], row_classes=classes),
+            *(f'<p class="small">{esc(line)}</p>' for line in caption)]
 
 
 def _flag_text(study: Study, values: list[dict[str, float]]) -> str:
@@ -808,10 +1050,11 @@ def _flag_text(study: Study, values: list[dict[str, float]]) -> str:
     return "over-unlearning" + (f" ({hits}/{len(values)} seeds)" if study.across_seeds else "")
 
 
-def _over_unlearning_lines(study: Study, client: int, T: int) -> list[str]:
+def _over_unlearning_lines(study: Study, client: int, T: float) -> list[str]:
     lines = []
     for m in study.methods:
-        flagged = [[int(r) for r, x in run.curve(m, client, "over_unlearning").items() if x == 1] for run in study.runs]
+        flagged = [[float(r) for r, x in run.curve(m, client, "over_unlearning").items() if x == 1]
+                   for run in study.runs]
         if not any(flagged):
             continue
         at_end = sum(T in f for f in flagged)
@@ -821,7 +1064,7 @@ def _over_unlearning_lines(study: Study, client: int, T: int) -> list[str]:
         else:
             word = "round" if len(flagged[0]) == 1 else "rounds"
             detail = f"flagged at {word} {_rounds_text(flagged[0])}"
-            detail += "" if at_end else f"; not at the last round ({T})"
+            detail += "" if at_end else f"; not at the last round ({_round_text(T)})"
         lines.append(f'<p class="flag">{esc(f"over-unlearning: {m} on client {client}")}'
                      f' <span class="small">({esc(detail)})</span></p>')
     if lines:
@@ -832,8 +1075,13 @@ def _over_unlearning_lines(study: Study, client: int, T: int) -> list[str]:
     return lines
 
 
+def _has_scores(study: Study, rnd: float) -> bool:
+    return any(k[1] == float(rnd) for r in study.runs for k in (r.scores or {}))
+
+
 def _client_section(study: Study, client: int, event_round: int) -> str:
     T = study.last_round
+    at = _event_point(event_round)
     kind = study.event_kind.get(client, "withdraw")
     heading = (
         f"Withdrawn client {client} (withdraws at round {event_round})"
@@ -842,20 +1090,31 @@ def _client_section(study: Study, client: int, event_round: int) -> str:
     )
     out = [f"<h2>{heading}</h2>",
            _signal_check(study, client, event_round)]
+    band = f" Shaded: {study.interval_label}."
+    event_line = (f"dotted red line at round {_round_text(at)}: the withdrawal and unlearning step; the points on "
+                  "it are every arm right after that step (original and retrain: unchanged since round "
+                  f"{event_round - 1}).")
     spec = [
         ("fr", f"client {client}: forgetting rate (FR) vs round", "FR", (0.0, "FR = 0 (nothing forgotten)"),
-         "FR by round for every arm; retrain (black, dashed) is the reference; dotted red line: the withdrawal."),
+         f"FR by round for every arm; retrain (black, dashed) is the reference; {event_line}{band}"),
         ("mia_auc", f"client {client}: MIA AUC vs round", "MIA AUC", (0.5, "AUC 0.5 (chance)"),
-         f"MIA AUC by round; the point at round {event_round - 1} is the calibration model (original, before)."),
+         f"MIA AUC by round; the point at round {event_round - 1} is the calibration model (original, before); "
+         f"{event_line}{band}"),
     ]
+    no_signal = all(s is False for s in study.signal(client))
     for metric, title, ylabel, hline, caption in spec:
+        if metric == "fr" and no_signal:
+            out.append(_note(f"FR vs round not drawn for client {client}: {NO_SIGNAL} (the oracle did not see "
+                             "this client at calibration), so its FR is not a forgetting rate.", "warn"))
+            continue
         uri = _curve_figure(study, client, metric, title, ylabel, [event_round], hline)
         out.append(_figure(uri, title, caption) if uri else _note(f"No {ylabel} values for client {client}."))
     out.append(f"<h3>ROC curves, client {client}</h3>")
     if all(r.scores is None for r in study.runs):
         out.append(_note("No scores.parquet in this run directory (oracle.scores = false?): ROC curves skipped."))
     else:
-        uri, notes = _roc_figure(study, client, [(event_round, "event round"), (T, "last round")])
+        first = (at, "right after unlearning") if _has_scores(study, at) else (float(event_round), "event round")
+        uri, notes = _roc_figure(study, client, [first, (T, "last round")])
         if uri:
             caption = "ROC of the membership oracle per arm (log FPR axis)" + (
                 "; mean TPR over seeds at each FPR" if study.across_seeds else "") + "."
@@ -871,37 +1130,62 @@ def _controls_section(study: Study) -> str:
     if not controls:
         return ""
     T = study.last_round
-    headers = ["arm"] + [f"client {c} {k}" for c in controls for k in ("FR", "MIA AUC")]
-    rows = [[arm] + [study.value(arm, T, c, m).text() for c in controls for m in ("fr", "mia_auc")]
+    metrics = (("FR", "fr"), ("FR (fixed FPR)", "fr_fixed_fpr"), ("MIA AUC", "mia_auc"))
+    headers = ["arm"] + [f"client {c} {h}" for c in controls for h, _ in metrics]
+    rows = [[arm] + [study.value(arm, T, c, m).text() for c in controls for _, m in metrics]
             for arm in study.arms]
+    silent = [c for c in controls if all(s is False for s in study.signal(c))]
+    notes = [f"At the last round (round {_round_text(T)}). {_interval_caption(study)}"]
+    if silent:
+        notes.append(f"\"{NO_SIGNAL}\": the oracle did not see client{'s' if len(silent) > 1 else ''} "
+                     f"{', '.join(map(str, silent))} at calibration (original's MIA AUC below {SIGNAL_AUC}).")
     return (
         "<h2>Control clients</h2>"
         + _note("Clients that never withdraw, audited by the same kind of oracle. Their FR should stay near 0: "
-                "a large FR here means the model drifted rather than forgot.")
+                "a large FR here means the model drifted rather than forgot; FR (fixed FPR) discounts that drift.")
         + _table(headers, rows)
-        + f'<p class="small">At the last round (round {T}).</p>'
+        + "".join(f'<p class="small">{esc(n)}</p>' for n in notes)
     )
 
 
 def _global_section(study: Study) -> str:
     uri = _accuracy_figure(study)
-    fig = (_figure(uri, "test accuracy per arm", "Global test accuracy by round; dotted red line: withdrawal.")
-           if uri else _note("No test accuracy values."))
+    caption = ("Global test accuracy by round; dotted red line at t − 0.5: the withdrawal and unlearning step "
+               "(the points on it are every arm right after that step).")
+    fig = _figure(uri, "test accuracy per arm", caption) if uri else _note("No test accuracy values.")
     return "<h2>Test accuracy</h2>" + fig
 
 
 def _reading_notes() -> str:
-    return (
-        "<h2>How to read this report</h2><ul class=\"small\">"
-        "<li><b>FR</b> (forgetting rate): of the withdrawn client's samples the oracle flagged as members on the "
-        "model just before the withdrawal, the net share it no longer flags; 1 = everything forgotten, 0 = nothing. "
-        "The oracle is calibrated once on that model and reused for every arm and round.</li>"
-        "<li><b>MIA AUC</b>: how well the oracle's score separates the client's samples from matched "
-        "non-members; 0.5 = it cannot tell them apart. Retrain, which never saw the client, is the target.</li>"
-        "<li><b>Gap to retrain</b>: a method's value minus retrain's at the last round.</li>"
-        "<li><b>Costs</b> are those of the unlearning step itself (recovery rounds excluded).</li>"
-        "</ul>"
-    )
+    items = [
+        "<b>FR</b> (forgetting rate) = (A<sub>F</sub> − B<sub>F</sub>) / B<sub>T</sub>: B<sub>T</sub> of the "
+        "withdrawn client's samples were flagged as members at calibration; A<sub>F</sub> and B<sub>F</sub> count "
+        "those not flagged now and at calibration. The oracle (its threshold included) is fixed at calibration, "
+        "on original's model after round t − 1, and reused for every arm and round. 1 = everything forgotten, "
+        "0 = nothing.",
+        "<b>FR (fixed FPR)</b> (<code>fr_fixed_fpr</code>): the same count with the threshold re-chosen for each "
+        "(arm, round) so the non-members' false-positive rate equals its calibration value. A model whose member "
+        "and non-member scores move together (drift) scores about 0, so this separates forgetting from drift.",
+        "<b>Round t − 0.5</b>: every arm right after the unlearning step of the event at round t, before round "
+        "t's training (original and retrain: their models after round t − 1, unchanged). At every round label "
+        "every arm has had the same number of regular rounds; work a method does inside its step is its cost. "
+        "\"At the event\" columns are read there: the unlearning step alone.",
+        "<b>Costs and speed-ups</b>: a method's cost is everything it does inside its unlearning step. Speed-up "
+        "= retraining's cost to the event (its client steps, bytes and wall seconds for rounds 1..t − 1) ÷ the "
+        "method's cost; ∞ when the method costs nothing. The retrain row of the cost table is that yardstick.",
+        f"<b>TPR at FPR f</b> is reported only when the oracle scored at least {TPR_MIN_NEGATIVES}/f "
+        "non-members (1,000 for 1%, 10,000 for 0.1%); otherwise n/a.",
+        f"<b>No signal</b>: when original's MIA AUC at calibration is below {SIGNAL_AUC} (near 0.5) the oracle "
+        f"did not see the client, so its FR is not a forgetting rate: those cells read \"{NO_SIGNAL}\".",
+        "<b>MIA AUC</b>: how well the oracle's score separates the client's samples from matched non-members; "
+        "0.5 = it cannot tell them apart. Retrain, which never saw the client, is the target.",
+        "<b>Gap to retrain</b>: a method's value minus retrain's at the last round.",
+        f"<b>Intervals</b>: with several seeds, the {ACROSS_SEEDS_LABEL} (mean ± half-width). With one seed, the "
+        f"{ORACLE_SAMPLING_LABEL} ([lo, hi]): the oracle's bootstrap over its audit samples, which holds the "
+        "trained model fixed and understates run-to-run spread; --seeds N gives across-seed intervals. n/a: no "
+        "value.",
+    ]
+    return "<h2>How to read this report</h2><ul class=\"small\">" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
 
 
 def render_report(run_dir: str | Path) -> str:

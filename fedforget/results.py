@@ -52,7 +52,7 @@ class RunWriter:
     def __init__(self, out_dir: str | Path, resolved_toml: str) -> None:
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        for stale in ("metrics.parquet", "scores.parquet", "events.jsonl", "report.html"):
+        for stale in ("metrics.parquet", "scores.parquet", "splits.parquet", "events.jsonl", "report.html"):
             (self.dir / stale).unlink(missing_ok=True)
         atomic_write_bytes(self.dir / "resolved.toml", resolved_toml.encode())
         self._events_tmp = self.dir / "events.jsonl.partial"
@@ -60,14 +60,21 @@ class RunWriter:
         self._t0 = time.time()
         self.rows: list[tuple] = []
         self.score_frames: list[pd.DataFrame] = []
+        self.tables: dict[str, pd.DataFrame] = {}
 
     def event(self, _name: str, /, **fields: Any) -> None:
         rec = {"t": round(time.time() - self._t0, 4), "event": _name, **_jsonable(fields)}
         self._events.write(json.dumps(rec) + "\n")
         self._events.flush()
 
-    def metric(self, arm: str, rnd: int, client: int | None, metric: str, value: float) -> None:
-        self.rows.append((arm, int(rnd), client, metric, float(value)))
+    def metric(self, arm: str, rnd: float, client: int | None, metric: str, value: float) -> None:
+        """One row. ``rnd`` is a round label: ``r`` after round r's training,
+        ``t - 0.5`` right after the unlearning step of an event at round t."""
+        self.rows.append((arm, float(rnd), client, metric, float(value)))
+
+    def table(self, name: str, df: pd.DataFrame) -> None:
+        """Another table of the run directory (``<name>.parquet``), written at the end."""
+        self.tables[name] = df
 
     def scores(self, df: pd.DataFrame) -> None:
         self.score_frames.append(df)
@@ -87,6 +94,8 @@ class RunWriter:
         atomic_write_parquet(self.dir / "metrics.parquet", self.metrics_frame())
         if self.score_frames:
             atomic_write_parquet(self.dir / "scores.parquet", pd.concat(self.score_frames, ignore_index=True))
+        for name, df in self.tables.items():
+            atomic_write_parquet(self.dir / f"{name}.parquet", df)
         os.replace(self._events_tmp, self.dir / "events.jsonl")
 
 

@@ -1,5 +1,13 @@
-"""The federated view of a dataset: a global test set and, per client, a train
-part and a held-out part it never trains on.
+"""The federated view of a dataset and every sample's role (DESIGN "Data roles").
+
+Per client: ``train`` (what it trains on), ``validation`` (client-private: its
+own checks and reference statistics) and ``audit`` (read by the oracle only:
+class-matched non-members and witness non-members). Globally: a small server
+``validation`` set (methods' accuracy guards) and the ``test`` set (reported
+accuracy and oracle top-ups). ``data.holdout_fraction`` of each client's data is
+never trained on; ``data.audit_share`` of that goes to ``audit``, the rest to
+``validation``. ``data.server_validation_fraction`` of the test split becomes the
+server's validation set.
 
 Everything is derived from the scenario's data section and seed, so every process
 (the server, each Ray actor, the oracle) rebuilds identical splits locally and only
@@ -13,6 +21,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
+import pandas as pd
 import torch
 
 from fedforget.data.datasets import RawDataset, load_raw
@@ -29,12 +38,18 @@ class FederatedData:
         All samples; position = global sample id.
     num_classes : int
     test_ids : np.ndarray
-        Global test set (never trained on by anyone).
-    train_ids, holdout_ids : list[np.ndarray]
-        Per client: what it trains on, and its held-out part (the oracle's
-        class-matched non-members).
+        Global test set (never trained on by anyone; reported accuracy and the
+        oracle's top-ups only).
+    train_ids, validation_ids, audit_ids : list[np.ndarray]
+        Per client: what it trains on, its private validation part, and its
+        audit part (the oracle's only).
+    server_validation_ids : np.ndarray
+        The server's validation set (methods' accuracy guards).
     witness_ids : dict[int, np.ndarray]
-        Per withdrawing client with a witness: its planted samples.
+        Per withdrawing client with a witness: its planted train samples.
+    witness_audit_ids : dict[int, np.ndarray]
+        The same number of its audit samples, planted the same way and never
+        trained on: the witness non-members.
     """
 
     x: np.ndarray
@@ -42,9 +57,12 @@ class FederatedData:
     num_classes: int
     test_ids: np.ndarray
     train_ids: list[np.ndarray]
-    holdout_ids: list[np.ndarray]
+    validation_ids: list[np.ndarray]
+    audit_ids: list[np.ndarray]
+    server_validation_ids: np.ndarray
     witness_ids: dict[int, np.ndarray] = field(default_factory=dict)
     witness_labels: dict[int, np.ndarray] = field(default_factory=dict)
+    witness_audit_ids: dict[int, np.ndarray] = field(default_factory=dict)
     x_test_triggered: np.ndarray | None = None
 
     @property
@@ -63,11 +81,35 @@ class FederatedData:
     def client_train(self, cid: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.tensors(self.train_ids[cid])
 
-    def client_holdout(self, cid: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.tensors(self.holdout_ids[cid])
+    @property
+    def holdout_ids(self) -> list[np.ndarray]:
+        """Per client, everything it never trains on (validation + audit)."""
+        return [np.union1d(v, a) for v, a in zip(self.validation_ids, self.audit_ids, strict=True)]
+
+    def client_validation(self, cid: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.tensors(self.validation_ids[cid])
+
+    def server_validation(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.tensors(self.server_validation_ids)
 
     def test(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.tensors(self.test_ids)
+
+    def splits(self) -> pd.DataFrame:
+        """Every sample's role: ``sample_id, client, role`` (client NA for the
+        global sets); written to the run directory as ``splits.parquet``."""
+        parts = [(self.test_ids, None, "test"), (self.server_validation_ids, None, "server_validation")]
+        for c in range(self.num_clients):
+            parts += [(self.train_ids[c], c, "train"), (self.validation_ids[c], c, "validation"),
+                      (self.audit_ids[c], c, "audit")]
+        df = pd.DataFrame({
+            "sample_id": np.concatenate([ids for ids, _, _ in parts]).astype(np.int64),
+            "client": pd.array([c for ids, c, _ in parts for _ in range(len(ids))], dtype="Int64"),
+            "role": [r for ids, _, r in parts for _ in range(len(ids))],
+        })
+        planted = np.concatenate([*self.witness_ids.values(), *self.witness_audit_ids.values(), np.zeros(0, np.int64)])
+        df["witness"] = np.isin(df["sample_id"].to_numpy(), planted)
+        return df
 
 
 def _split_test(raw: RawDataset, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -84,13 +126,37 @@ def _split_test(raw: RawDataset, test_fraction: float, seed: int) -> tuple[np.nd
     return np.sort(pool), np.sort(test)
 
 
-def _split_holdout(ids: np.ndarray, fraction: float, seed: int, cid: int) -> tuple[np.ndarray, np.ndarray]:
+def _split_holdout(
+    ids: np.ndarray, fraction: float, audit_share: float, seed: int, cid: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(train, validation, audit)`` of one client's partition.
+
+    The train part is the same as before the audit role existed (same
+    permutation), so training trajectories do not depend on ``audit_share``.
+    Validation keeps at least one sample when there are two or more held out:
+    the oracle can top up audit non-members from the test set, a client cannot
+    top up its validation part.
+    """
     if fraction <= 0 or len(ids) < 2:
-        return ids, ids[:0]
+        return ids, ids[:0], ids[:0]
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x401D, cid]))
     perm = rng.permutation(ids)
     n_hold = min(max(1, int(round(fraction * len(ids)))), len(ids) - 1)
-    return np.sort(perm[n_hold:]), np.sort(perm[:n_hold])
+    held = perm[:n_hold]
+    n_audit = min(n_hold - 1, int(round(audit_share * n_hold))) if n_hold >= 2 else 0
+    return np.sort(perm[n_hold:]), np.sort(held[n_audit:]), np.sort(held[:n_audit])
+
+
+def _split_server_validation(test_ids: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(test, server_validation)``: a seeded share of the test split."""
+    if fraction <= 0 or len(test_ids) < 2:
+        return test_ids, test_ids[:0]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5E7A]))
+    n = min(len(test_ids) - 1, max(1, int(round(fraction * len(test_ids)))))
+    chosen = rng.choice(len(test_ids), size=n, replace=False)
+    mask = np.zeros(len(test_ids), bool)
+    mask[chosen] = True
+    return test_ids[~mask], test_ids[mask]
 
 
 def build_federated_data(
@@ -131,23 +197,27 @@ def build_federated_data(
         classes_per_client=data_cfg.get("classes_per_client", 2),
         shards_per_client=data_cfg.get("shards_per_client", 2),
     )
-    train_ids, holdout_ids = [], []
+    train_ids, validation_ids, audit_ids = [], [], []
     for cid, part in enumerate(parts):
         if len(part) == 0:
             raise ValueError(
                 f"partitioner {data_cfg['partitioner']!r} gave client {cid} no data; "
                 "use fewer clients or a larger alpha"
             )
-        tr, ho = _split_holdout(part, data_cfg["holdout_fraction"], seed, cid)
+        tr, va, au = _split_holdout(part, data_cfg["holdout_fraction"], data_cfg.get("audit_share", 0.5), seed, cid)
         train_ids.append(tr)
-        holdout_ids.append(ho)
+        validation_ids.append(va)
+        audit_ids.append(au)
+    test_ids, server_val = _split_server_validation(test_ids, data_cfg.get("server_validation_fraction", 0.1), seed)
     fd = FederatedData(
         x=raw.x.copy(),
         y=raw.y.copy(),
         num_classes=raw.num_classes,
         test_ids=test_ids,
         train_ids=train_ids,
-        holdout_ids=holdout_ids,
+        validation_ids=validation_ids,
+        audit_ids=audit_ids,
+        server_validation_ids=server_val,
     )
     if witnesses:
         from fedforget.data.witness import plant_witnesses

@@ -5,6 +5,11 @@
 checked on triggered test samples (Halimi et al.'s and IBM's federated-unlearning
 check). A model that never saw the client predicts the planted labels at about
 chance, so the share predicted as planted is a direct memory probe.
+
+The same procedure plants the same number of samples (as many as there are, if
+fewer) in the client's ``audit`` part, which nobody trains on: the witness
+non-members. Membership metrics on the witness compare planted members with
+planted non-members, so a model that never saw the client scores near 0.5.
 """
 
 from __future__ import annotations
@@ -28,8 +33,24 @@ def apply_trigger(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def _plant(fd, ids: np.ndarray, kind: str, target: int, rng: np.random.Generator) -> np.ndarray:
+    """Plant the witness on ``ids`` in place; return the planted labels."""
+    n = len(ids)
+    if kind == "canary":
+        # A label drawn uniformly among the wrong ones.
+        planted = (fd.y[ids] + rng.integers(1, fd.num_classes, size=n)) % fd.num_classes
+    elif kind == "backdoor":
+        fd.x[ids] = apply_trigger(fd.x[ids])
+        planted = np.full(n, target, dtype=np.int64)
+    else:
+        raise ValueError(f"unknown witness kind {kind!r}")
+    fd.y[ids] = planted
+    return planted.astype(np.int64)
+
+
 def plant_witnesses(fd, witnesses: list[dict], seed: int) -> None:
-    """Modify ``fd`` in place: plant each witness in its client's train part."""
+    """Modify ``fd`` in place: plant each witness in its client's train part and,
+    the same way, in as many of its audit samples (the witness non-members)."""
     for w in witnesses:
         cid, kind, frac, target = w["client"], w["kind"], w["fraction"], w["label"]
         if target >= fd.num_classes:
@@ -38,18 +59,13 @@ def plant_witnesses(fd, witnesses: list[dict], seed: int) -> None:
         train = fd.train_ids[cid]
         n = max(1, int(round(frac * len(train))))
         chosen = np.sort(rng.choice(train, size=n, replace=False))
-        if kind == "canary":
-            # A label drawn uniformly among the wrong ones.
-            shift = rng.integers(1, fd.num_classes, size=n)
-            planted = (fd.y[chosen] + shift) % fd.num_classes
-        elif kind == "backdoor":
-            fd.x[chosen] = apply_trigger(fd.x[chosen])
-            planted = np.full(n, target, dtype=np.int64)
+        fd.witness_labels[cid] = _plant(fd, chosen, kind, target, rng)
+        fd.witness_ids[cid] = chosen
+        audit = fd.audit_ids[cid]
+        rng_audit = np.random.default_rng(np.random.SeedSequence([seed, 0x3178, cid]))
+        fd.witness_audit_ids[cid] = np.sort(rng_audit.choice(audit, size=min(n, len(audit)), replace=False))
+        _plant(fd, fd.witness_audit_ids[cid], kind, target, rng_audit)
+        if kind == "backdoor":
             keep = fd.y[fd.test_ids] != target
             fd.x_test_triggered = apply_trigger(fd.x[fd.test_ids[keep]])
             fd.test_triggered_label = target
-        else:
-            raise ValueError(f"unknown witness kind {kind!r}")
-        fd.y[chosen] = planted
-        fd.witness_ids[cid] = chosen
-        fd.witness_labels[cid] = planted.astype(np.int64)

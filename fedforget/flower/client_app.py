@@ -7,7 +7,7 @@ or statistics only.
 Message types handled:
 
 - ``train``: local training from the received global weights.
-- ``evaluate``: loss/accuracy of the received weights on the client's held-out part.
+- ``evaluate``: loss/accuracy of the received weights on the client's validation part.
 - ``train.unlearn``: a method's client-side operation (``config["op"]``), looked up
   in :data:`fedforget.unlearning.CLIENT_OPS`.
 - ``query.whoami``: the client's partition id (the server maps nodes to clients).
@@ -74,7 +74,7 @@ def _client_data(scenario: Scenario, pid: int, drop: list[int] = (), forget_even
         forget = forget_ids(fd, scenario.events[forget_event], pid, scenario.seed)
     # Data lives where the model computes (client ops mix both freely).
     x, y = (t.to(device) for t in fd.tensors(train))
-    xh, yh = (t.to(device) for t in fd.client_holdout(pid))
+    xh, yh = (t.to(device) for t in fd.client_validation(pid))
     xf, yf = (t.to(device) for t in fd.tensors(forget)) if forget is not None else (None, None)
     return ClientData(pid, x, y, xh, yh, fd.num_classes, device, xf, yf)
 
@@ -131,10 +131,10 @@ def make_client_app(scenarios: list[Scenario] | None = None) -> ClientApp:
         if epochs <= 0:
             raise ValueError(f"epochs must be > 0, got {epochs}")
         x, y = data.x_train, data.y_train
-        if "ids" in message.content.array_records:
-            # An IN shadow federation of the LiRA auditor (simulation-only, not
-            # the protocol): train on the given audit samples instead.
-            x, y = federated_data_for(sc).tensors(message.content["ids"]["ids"].numpy())
+        if "train_ids" in message.content.array_records:
+            # The oracle's reference training (simulation-only, not the
+            # protocol): train on the given sample ids instead.
+            x, y = federated_data_for(sc).tensors(message.content["train_ids"]["ids"].numpy())
         steps = 0
         full, part = int(epochs), epochs - int(epochs)
         seed = int(cfg["seed"])
@@ -162,12 +162,12 @@ def make_client_app(scenarios: list[Scenario] | None = None) -> ClientApp:
         return _reply(message, arrays, metrics, meta)
 
     @app.evaluate()
-    def evaluate_holdout(message: Message, context: Context) -> Message:
+    def evaluate_validation(message: Message, context: Context) -> Message:
         sc, pid = setup(context, message)
         data = _client_data(sc, pid)
         model = _model(sc, message.content["arrays"], data.device)
-        loss, acc = evaluate(model, data.x_holdout, data.y_holdout)
-        metrics = {"num-examples": len(data.y_holdout), "eval-loss": loss, "eval-accuracy": acc}
+        loss, acc = evaluate(model, data.x_validation, data.y_validation)
+        metrics = {"num-examples": len(data.y_validation), "eval-loss": loss, "eval-accuracy": acc}
         return _reply(message, None, metrics, {"partition-id": pid})
 
     @app.train("unlearn")

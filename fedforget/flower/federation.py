@@ -11,6 +11,7 @@ withdrawal event (see :class:`fedforget.unlearning.base.Federation`).
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,8 +40,8 @@ class TrainJob:
     clients: list[int]
     epochs: float | None = None
     keep_client_states: bool = False
-    seed: int | None = None  # overrides the scenario seed (shadow federations)
-    ids: dict[int, np.ndarray] | None = None  # per-client training ids (IN shadows only)
+    seed: int | None = None  # overrides the scenario seed (the oracle's reference federations)
+    train_ids: dict[int, np.ndarray] | None = None  # per-client training ids (reference federations only)
     drop: list[int] | None = None  # deletion events in force in this arm
 
 
@@ -52,6 +53,7 @@ class TrainOutcome:
     steps: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
+    wall_s: float = 0.0  # of the whole exchange this job was sent in
 
 
 def _state_to_record(state: dict[str, torch.Tensor]) -> ArrayRecord:
@@ -141,12 +143,14 @@ class FederationRuntime:
             for m in msgs:
                 m.content["config"]["job"] = j
                 c = self.strategy.client_of[m.metadata.dst_node_id]
-                if job.ids and c in job.ids:
-                    # Auditor-side shadow federation only: not part of the protocol.
-                    m.content["ids"] = ArrayRecord({"ids": Array(np.asarray(job.ids[c], dtype=np.int64))})
+                if job.train_ids and c in job.train_ids:
+                    # The oracle's reference training only (auditor-side, not the protocol).
+                    m.content["train_ids"] = ArrayRecord({"ids": Array(np.asarray(job.train_ids[c], dtype=np.int64))})
             messages += msgs
             owners += [j] * len(msgs)
+        t0 = time.perf_counter()
         replies = self._exchange(messages, "training")
+        wall = time.perf_counter() - t0
         by_job: dict[int, list[Message]] = defaultdict(list)
         for r in replies:
             by_job[int(r.content["meta"]["job"]) if "job" in r.content["meta"] else -1].append(r)
@@ -155,7 +159,7 @@ class FederationRuntime:
             reps = by_job.get(j, [])
             if len(reps) != len(job.clients):
                 raise ClientFailure(f"arm {job.arm}: expected {len(job.clients)} replies, got {len(reps)}")
-            outcome = TrainOutcome(state={k: v.clone() for k, v in job.state.items()})
+            outcome = TrainOutcome(state={k: v.clone() for k, v in job.state.items()}, wall_s=wall)
             outcome.bytes_down = records[j].count_bytes() * len(job.clients)
             if reps:
                 agg, _ = self.strategy.aggregate_train(0, reps)
@@ -230,7 +234,7 @@ class FederationHandle:
         model_factory: Callable[[], torch.nn.Module],
         num_classes: int,
         history: list[HistoryEntry],
-        test_accuracy: Callable[[torch.nn.Module], float],
+        validation_accuracy: Callable[[torch.nn.Module], float],
         local_epochs: int = 1,
         drop: list[int] | None = None,
         event_index: int = -1,
@@ -247,7 +251,7 @@ class FederationHandle:
         self.num_classes = num_classes
         self._model_factory = model_factory
         self._history = history
-        self._test_accuracy = test_accuracy
+        self._validation_accuracy = validation_accuracy
         self._cost = CostRecord()
         self._n_rounds = 0
 
@@ -328,8 +332,8 @@ class FederationHandle:
     def history(self) -> list[HistoryEntry]:
         return list(self._history)
 
-    def test_accuracy(self, model) -> float:
-        return self._test_accuracy(model)
+    def validation_accuracy(self, model) -> float:
+        return self._validation_accuracy(model)
 
     def log(self, **info) -> None:
         self.runtime.writer.event("unlearn_step", arm=self.arm, round=self.round, **info)

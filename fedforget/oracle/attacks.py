@@ -3,23 +3,34 @@
 Every attack maps :class:`SampleStats` to a score (higher = member) and turns it
 into a decision with a threshold fitted once on calibration data; the oracle
 then freezes the fitted attack and reuses it on later models.
+
+An attack is one class registered by name in :data:`ATTACKS`, with its
+parameters in its own ``Params`` table (``[oracle.<name>]`` in a scenario). An
+attack that needs reference models asks for them with :meth:`Attack.reference_runs`
+and receives them in :meth:`Attack.fit_reference_models`; nothing outside this
+module knows what they are.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy.stats import norm
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from fedforget.oracle.features import SampleStats
+from fedforget.oracle.features import SampleStats, sample_statistics
+from fedforget.oracle.reference import ReferenceRun
 
 __all__ = [
     "Attack",
+    "AttackParams",
     "LossThresholdAttack",
     "PopulationAttack",
     "LiraAttack",
@@ -63,6 +74,12 @@ def best_balanced_threshold(member_scores: np.ndarray, nonmember_scores: np.ndar
     return float(cand[i]), float(ba[i])
 
 
+class AttackParams(BaseModel):
+    """Base of every attack's parameter table (``[oracle.<attack>]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class Attack(ABC):
     """Base class: a score function plus a balanced-accuracy-optimal threshold.
 
@@ -72,17 +89,39 @@ class Attack(ABC):
     """
 
     name: str = ""
+    Params: ClassVar[type[AttackParams]] = AttackParams
     #: True when scoring needs per-example reference statistics (LiRA); such
     #: attacks accept ``columns=`` in :meth:`fit` and :meth:`score`.
     needs_columns: bool = False
+    #: False when the attack can only audit whole clients (its reference
+    #: models leave a client out entirely).
+    supports_deletions: ClassVar[bool] = True
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = dict(params)
+        self._ctor_params = dict(params)
         self.threshold: float | None = None
 
     @abstractmethod
     def score(self, stats: SampleStats) -> np.ndarray:
         """Membership score per sample (higher = more likely member)."""
+
+    # -- reference models (default: none) ------------------------------------
+    def reference_runs(self, client: int, column_ids: np.ndarray, rounds: int, seed: int) -> list[ReferenceRun]:
+        """Federations this attack needs trained to audit ``client`` on the
+        samples ``column_ids`` (its reference columns, in order), each up to
+        ``rounds``. Default: none."""
+        return []
+
+    def fit_reference_models(self, models: Mapping[str, torch.nn.Module], x: torch.Tensor, y: torch.Tensor) -> Attack:
+        """Fit per-column reference statistics from the trained reference models
+        (by :class:`ReferenceRun` key) on the column samples ``(x, y)``. Default: nothing."""
+        return self
+
+    def restricted(self, columns: np.ndarray) -> Attack:
+        """An unfitted copy whose reference columns are ``columns`` of this one
+        (one reference plan serves several audits of a client)."""
+        return type(self)(**self._ctor_params)
 
     def _fit_threshold(self, member_scores: np.ndarray, nonmember_scores: np.ndarray) -> None:
         t, ba = best_balanced_threshold(member_scores, nonmember_scores)
@@ -132,6 +171,12 @@ class PopulationAttack(Attack):
     """
 
     name = "population"
+
+    class Params(AttackParams):
+        C: float = Field(1.0, gt=0, description="inverse L2 regularisation strength")
+        max_iter: int = Field(1000, ge=1, description="solver iterations")
+        class_weight: str | None = Field("balanced", description="'balanced' so unequal set sizes do not bias it")
+
     FEATURES: tuple[str, ...] = ("loss", "max_confidence", "entropy", "modified_entropy", "logit_scaled")
 
     def __init__(self, C: float = 1.0, max_iter: int = 1000, class_weight: str | None = "balanced") -> None:
@@ -222,13 +267,81 @@ class LiraAttack(Attack):
 
     name = "lira"
     needs_columns = True
+    supports_deletions = False
 
-    def __init__(self, fixed_variance: bool = False, std_floor: float = 1e-3) -> None:
-        super().__init__(fixed_variance=fixed_variance, std_floor=std_floor)
+    class Params(AttackParams):
+        shadows: int = Field(4, ge=1, description="reference federations per kind (without / with the client)")
+        online: bool = Field(False, description="also train reference federations with the client (online LiRA)")
+        fixed_variance: bool = Field(True, description="one pooled std (Carlini et al.'s choice for few shadows)")
+        std_floor: float = Field(1e-3, gt=0, description="lower bound on every standard deviation")
+
+        @model_validator(mode="after")
+        def _online_needs_two(self) -> LiraAttack.Params:
+            if self.online and self.shadows < 2:
+                raise ValueError("shadows must be >= 2 for online LiRA (each sample is IN in half of them)")
+            return self
+
+    def __init__(
+        self, fixed_variance: bool = False, std_floor: float = 1e-3, shadows: int = 4, online: bool = False
+    ) -> None:
+        super().__init__(fixed_variance=fixed_variance, std_floor=std_floor, shadows=shadows, online=online)
         self.mu_in: np.ndarray | None = None
         self.sigma_in: np.ndarray | None = None
         self.mu_out: np.ndarray | None = None
         self.sigma_out: np.ndarray | None = None
+        self.in_masks_: dict[str, np.ndarray | None] = {}  # reference key -> IN mask (None = OUT)
+
+    def reference_runs(self, client: int, column_ids: np.ndarray, rounds: int, seed: int) -> list[ReferenceRun]:
+        """OUT federations never sample ``client``; with ``online``, IN
+        federations let it train on a balanced random half of the columns
+        (members and non-members), so every sample has an IN and an OUT
+        distribution (Carlini et al. 2022)."""
+        from fedforget.schedule import derive_seed
+
+        k_shadows, online = self.params["shadows"], self.params["online"]
+        if online and k_shadows < 2:
+            raise ValueError("online LiRA needs oracle.lira.shadows >= 2 (each sample is IN in half of them)")
+        masks = lira_in_masks(len(column_ids), k_shadows, derive_seed(seed, "lira-in", client)) if online else None
+        runs = []
+        for k in range(k_shadows):
+            for kind in ("out", "in") if online else ("out",):
+                key = f"{self.name}/{kind}/{client}/{k}"
+                s_seed = derive_seed(seed, "reference", self.name, kind, client, k)
+                if kind == "out":
+                    runs.append(ReferenceRun(key, s_seed, rounds, excluded=frozenset({client})))
+                    self.in_masks_[key] = None
+                else:
+                    runs.append(ReferenceRun(key, s_seed, rounds, train_ids={client: column_ids[masks[k]]}))
+                    self.in_masks_[key] = masks[k]
+        return runs
+
+    def fit_reference_models(self, models: Mapping[str, torch.nn.Module], x: torch.Tensor, y: torch.Tensor) -> LiraAttack:
+        """phi (logit-scaled confidence) of every reference model on every
+        column; NaN where a model is not in a sample's IN / OUT distribution."""
+        phi_in, phi_out = [], []
+        for key, mask in self.in_masks_.items():
+            if key not in models:
+                raise ValueError(f"lira: reference model {key!r} was not trained")
+            phi = sample_statistics(models[key], x, y).logit_scaled
+            if mask is None:
+                phi_out.append(phi)
+            else:
+                phi_in.append(np.where(mask, phi, np.nan))
+                phi_out.append(np.where(mask, np.nan, phi))
+        if not phi_out:
+            raise ValueError("lira: no reference models planned; call reference_runs() first")
+        return self.fit_reference(np.stack(phi_in) if phi_in else None, np.stack(phi_out))
+
+    def restricted(self, columns: np.ndarray) -> LiraAttack:
+        out = LiraAttack(**self._ctor_params)
+        if self.mu_out is None:
+            raise RuntimeError("LiraAttack.restricted needs a fitted reference")
+        c = np.asarray(columns, dtype=np.int64)
+        out.mu_out, out.sigma_out = self.mu_out[c], self.sigma_out[c]
+        if self.mu_in is not None:
+            out.mu_in, out.sigma_in = self.mu_in[c], self.sigma_in[c]
+        out.params["online"] = out.online
+        return out
 
     @property
     def online(self) -> bool:
@@ -315,9 +428,20 @@ ATTACKS: dict[str, type[Attack]] = {
 
 
 def get_attack(name: str, **params: Any) -> Attack:
-    """Instantiate the attack registered under ``name`` with ``params``."""
+    """Instantiate the attack registered under ``name`` with validated ``params``."""
     try:
         cls = ATTACKS[name]
     except KeyError:
         raise ValueError(f"unknown attack {name!r}; known attacks: {sorted(ATTACKS)}") from None
-    return cls(**params)
+    return cls(**cls.Params.model_validate(params).model_dump())
+
+
+def lira_in_masks(n_samples: int, n_shadows: int, seed: int) -> np.ndarray:
+    """``(n_shadows, n_samples)`` booleans: which samples each IN model trains
+    on. Balanced as in Carlini et al.: every sample is IN in exactly half of
+    the models (so every sample has both an IN and an OUT distribution)."""
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((n_shadows, n_samples), bool)
+    for j in range(n_samples):
+        masks[rng.permutation(n_shadows)[: n_shadows // 2], j] = True
+    return masks

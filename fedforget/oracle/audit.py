@@ -3,14 +3,26 @@ calibrated when, and the rows it adds to the metrics table.
 
 For each withdrawal event the oracle is calibrated once, on the ``original``
 global model just before the event (DESIGN rule 5), separately for every
-withdrawing client and for ``controls`` clients that never withdraw (their FR
-should stay near 0: a check that FR measures forgetting, not drift). Members are
-the client's train part; non-members are its held-out part topped up with global
-test samples, resampled to the members' label histogram and equal in number.
+forgetting client and for ``controls`` clients that never withdraw (their FR
+should stay near 0: a check that FR measures forgetting, not drift).
+
+Data roles (DESIGN "Data roles"): members are the client's forget set; its
+non-members come from its ``audit`` part (which no method reads) topped up with
+test samples, resampled to the members' label histogram, at least
+``min_nonmembers`` of them where the data allows. Planted witness samples are
+audited against witness non-members planted the same way on ``audit`` samples
+nobody trained on; the client-wide metrics leave planted samples out on both
+sides (like against like).
+
+Reference models are the attack's business: the audit collects the attack's
+:class:`~fedforget.oracle.reference.ReferenceRun` requests (``reference_runs``)
+and hands the trained models back at calibration; the run loop never knows what
+they are.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,205 +30,188 @@ import pandas as pd
 import torch
 
 from fedforget.data.federated import FederatedData
-from fedforget.oracle.features import sample_statistics
-from fedforget.oracle.oracle import MembershipOracle
+from fedforget.oracle.attacks import Attack, get_attack
+from fedforget.oracle.oracle import MembershipOracle, OracleReport
+from fedforget.oracle.reference import ReferenceRun
 from fedforget.oracle.sampling import class_matched_nonmembers
 from fedforget.schedule import ORIGINAL, RETRAIN, derive_seed
 
-Row = tuple[str, int, int | None, str, float]
+Row = tuple[str, float, int | None, str, float]
 
-WITNESS_KEYS = {"mia_auc": "witness_mia_auc", "fr": "witness_fr"}
+WITNESS_KEYS = {"mia_auc": "witness_mia_auc", "fr": "witness_fr", "fr_fixed_fpr": "witness_fr_fixed_fpr"}
 OVER_UNLEARNING_ACC_MARGIN = 0.02
 
 
-def nonmember_ids(fd: FederatedData, client: int, seed: int, members: np.ndarray | None = None) -> np.ndarray:
-    """Class-matched non-members of a client's members (default its train part):
-    its held-out part first, then test samples."""
-    members = fd.train_ids[client] if members is None else members
-    pool = np.concatenate([fd.holdout_ids[client], fd.test_ids])
-    preferred = np.r_[np.ones(len(fd.holdout_ids[client]), bool), np.zeros(len(fd.test_ids), bool)]
+def nonmember_ids(
+    fd: FederatedData, client: int, seed: int, members: np.ndarray, min_count: int = 1
+) -> np.ndarray:
+    """Class-matched non-members of ``members``: the client's clean ``audit``
+    samples first, then test samples; ``max(len(members), min_count)`` of them,
+    capped at the pool's size."""
+    planted = fd.witness_audit_ids.get(client, np.zeros(0, np.int64))
+    audit = np.setdiff1d(fd.audit_ids[client], planted)
+    pool = np.concatenate([audit, fd.test_ids])
+    preferred = np.r_[np.ones(len(audit), bool), np.zeros(len(fd.test_ids), bool)]
+    n = min(max(len(members), int(min_count)), len(pool))
     rng = np.random.default_rng(derive_seed(seed, "nonmembers", client))
-    idx = class_matched_nonmembers(fd.y[members], fd.y[pool], len(members), rng, preferred=preferred)
-    return pool[idx]
-
-
-def audit_ids(
-    fd: FederatedData, client: int, seed: int, members: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Members (default: the client's train part; a deletion's forget set
-    otherwise) and class-matched non-members, in the column order every oracle
-    reference uses."""
-    members = fd.train_ids[client] if members is None else members
-    return members, nonmember_ids(fd, client, seed, members)
-
-
-def lira_in_masks(n_samples: int, n_shadows: int, seed: int, client: int) -> np.ndarray:
-    """``(n_shadows, n_samples)`` booleans: which audit samples each IN shadow
-    trains on. Balanced as in Carlini et al.: every sample is IN in exactly half
-    of the shadows (so every sample has both an IN and an OUT distribution)."""
-    rng = np.random.default_rng(derive_seed(seed, "lira-in", client))
-    masks = np.zeros((n_shadows, n_samples), bool)
-    for j in range(n_samples):
-        masks[rng.permutation(n_shadows)[: n_shadows // 2], j] = True
-    return masks
+    return pool[class_matched_nonmembers(fd.y[members], fd.y[pool], n, rng, preferred=preferred)]
 
 
 @dataclass
-class LiraShadows:
-    """Reference models of one audited client: OUT shadows never saw its data;
-    IN shadows trained on the audit samples where ``in_masks`` is True."""
+class AuditTarget:
+    """One audited client at one event and the samples the oracle reads.
 
-    out_models: list[torch.nn.Module]
-    in_models: list[torch.nn.Module] = field(default_factory=list)
-    in_masks: np.ndarray | None = None
+    ``members``/``nonmembers``: the client-wide audit (planted samples left
+    out); ``witness_members``/``witness_nonmembers``: planted train samples
+    against planted audit samples (empty without a witness). ``attack`` is the
+    instance that planned the reference runs of all four sets' columns.
+    """
+
+    client: int
+    event_round: int
+    withdrawn: bool
+    members: np.ndarray
+    nonmembers: np.ndarray
+    witness_members: np.ndarray
+    witness_nonmembers: np.ndarray
+    attack: Attack
+
+    @property
+    def columns(self) -> np.ndarray:
+        return np.concatenate([self.members, self.nonmembers, self.witness_members, self.witness_nonmembers])
+
+    @property
+    def has_witness(self) -> bool:
+        return len(self.witness_members) > 0 and len(self.witness_nonmembers) > 0
 
 
 @dataclass
 class _Watch:
-    client: int
-    event_round: int
-    withdrawn: bool
+    target: AuditTarget
     oracle: MembershipOracle
-    witness_mask: np.ndarray | None = None
-    warned: bool = False
+    witness_oracle: MembershipOracle | None = None
 
 
 @dataclass
 class MembershipAudit:
-    """Oracles of one scenario and the metrics they produce."""
+    """Oracles of one scenario and the metrics they produce.
+
+    Build it with the audited clients (:meth:`add`), read ``reference_runs`` for
+    the training the attack needs, then :meth:`calibrate` at each event and
+    :meth:`evaluate` every arm at every round label.
+    """
 
     fd: FederatedData
     seed: int
     attack: str = "loss"
+    attack_params: dict = field(default_factory=dict)
     n_boot: int = 200
-    controls: int = 2
+    min_nonmembers: int = 1000
     keep_scores: bool = True
+    targets: list[AuditTarget] = field(default_factory=list)
+    reference_runs: list[ReferenceRun] = field(default_factory=list)
     watches: list[_Watch] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     score_frames: list[pd.DataFrame] = field(default_factory=list)
+    _warned: set = field(default_factory=set)
 
-    def control_clients(self, withdrawn: list[int]) -> list[int]:
-        """A seeded choice of ``controls`` clients that never withdraw."""
-        pool = [c for c in range(self.fd.num_clients) if c not in withdrawn]
+    def control_clients(self, forgetting: list[int], k: int) -> list[int]:
+        """A seeded choice of ``k`` clients that never forget anything."""
+        pool = [c for c in range(self.fd.num_clients) if c not in forgetting]
         rng = np.random.default_rng(derive_seed(self.seed, "controls"))
-        k = min(self.controls, len(pool))
+        k = min(k, len(pool))
         return sorted(rng.choice(pool, size=k, replace=False).tolist()) if k else []
 
-    def calibrate(
-        self,
-        model: torch.nn.Module,
-        event_round: int,
-        clients: list[int],
-        withdrawn: bool,
-        shadows: dict[int, LiraShadows] | None = None,
-        attack_params: dict | None = None,
-        members: dict[int, np.ndarray] | None = None,
-    ) -> list[Row]:
-        """Calibrate one oracle per client on ``model`` (original, end of round
-        event_round - 1) and return original's "before" rows at that round.
+    def add(self, client: int, event_round: int, withdrawn: bool, forget: np.ndarray) -> AuditTarget:
+        """Audit ``client`` from ``event_round`` on, with ``forget`` as its members,
+        and plan the reference training its attack needs."""
+        planted = self.fd.witness_ids.get(client, np.zeros(0, np.int64)) if withdrawn else np.zeros(0, np.int64)
+        members = np.setdiff1d(forget, planted)
+        target = AuditTarget(
+            client, event_round, withdrawn, members,
+            nonmember_ids(self.fd, client, self.seed, members, self.min_nonmembers),
+            planted, self.fd.witness_audit_ids.get(client, np.zeros(0, np.int64)) if withdrawn else planted,
+            get_attack(self.attack, **self.attack_params),
+        )
+        self.targets.append(target)
+        self.reference_runs += target.attack.reference_runs(client, target.columns, event_round - 1, self.seed)
+        return target
 
-        ``shadows[c]``: for ``lira``, the reference models of client ``c``."""
+    def calibrate(self, event_round: int, model: torch.nn.Module, references: Mapping[str, torch.nn.Module]) -> list[Row]:
+        """Calibrate the oracles of every target of ``event_round`` on ``model``
+        (original after round event_round - 1), with the trained reference
+        models; return original's rows at the calibration round."""
         rows: list[Row] = []
-        for c in clients:
-            mem, non = audit_ids(self.fd, c, self.seed, (members or {}).get(c))
-            x_m, y_m = self.fd.tensors(mem)
-            x_n, y_n = self.fd.tensors(non)
-            reference = None
-            if self.attack == "lira":
-                if not shadows or c not in shadows or not shadows[c].out_models:
-                    raise ValueError(f"lira needs shadow models for client {c}")
-                reference = self._lira_reference(shadows[c], x_m, y_m, x_n, y_n)
-            oracle = MembershipOracle.calibrate(
-                model,
-                (x_m, y_m, mem),
-                (x_n, y_n, non),
-                attack=self.attack,
-                n_boot=self.n_boot,
-                seed=derive_seed(self.seed, "oracle", c),
-                reference=reference,
-                attack_params=attack_params,
-            )
-            mask = None
-            if withdrawn and c in self.fd.witness_ids:
-                mask = np.isin(mem, self.fd.witness_ids[c])
-            w = _Watch(c, event_round, withdrawn, oracle, mask)
+        for t in (t for t in self.targets if t.event_round == event_round):
+            x_cols, y_cols = self.fd.tensors(t.columns)
+            t.attack.fit_reference_models(references, x_cols, y_cols)
+            n_main = len(t.members) + len(t.nonmembers)
+            oracle = self._oracle(model, t, t.members, t.nonmembers, np.arange(n_main), "main")
+            witness = None
+            if t.has_witness:
+                cols = n_main + np.arange(len(t.witness_members) + len(t.witness_nonmembers))
+                witness = self._oracle(model, t, t.witness_members, t.witness_nonmembers, cols, "witness")
+            w = _Watch(t, oracle, witness)
             self.watches.append(w)
             rows += self._rows_for(w, ORIGINAL, event_round - 1, model, scores=True)
         return rows
 
-    def evaluate(self, arm: str, rnd: int, model: torch.nn.Module, last_round: int) -> list[Row]:
-        """Rows of every calibrated oracle on an arm's model at a round (from
-        each oracle's event round on)."""
+    def _oracle(self, model, t: AuditTarget, mem, non, columns, part: str) -> MembershipOracle:
+        return MembershipOracle.calibrate(
+            model,
+            (*self.fd.tensors(mem), mem),
+            (*self.fd.tensors(non), non),
+            attack=t.attack.restricted(columns),
+            n_boot=self.n_boot,
+            seed=derive_seed(self.seed, "oracle", t.client, part),
+        )
+
+    def evaluate(self, arm: str, rnd: float, model: torch.nn.Module, score_rounds: set[float]) -> list[Row]:
+        """Rows of every calibrated oracle on an arm's model at a round label
+        (from each oracle's event on: labels > event round - 1)."""
         rows: list[Row] = []
         for w in self.watches:
-            if rnd >= w.event_round:
-                keep = self.keep_scores and rnd in (w.event_round, last_round)
-                rows += self._rows_for(w, arm, rnd, model, scores=keep)
+            if rnd > w.target.event_round - 1:
+                rows += self._rows_for(w, arm, rnd, model, scores=rnd in score_rounds)
         return rows
 
-    def _rows_for(self, w: _Watch, arm: str, rnd: int, model: torch.nn.Module, scores: bool) -> list[Row]:
-        has_witness = w.witness_mask is not None and w.witness_mask.any()
-        # With a witness, one forward pass over members and non-members serves both reports.
-        stats = self._stats(w, model) if has_witness else None
-        rep = w.oracle.evaluate_stats(*stats) if has_witness else w.oracle.evaluate(model)
-        out: list[Row] = [(arm, rnd, w.client, k, float(v)) for k, v in rep.metrics.items()]
-        if np.isnan(rep.metrics["fr"]) and not w.warned:
-            w.warned = True
-            self.warnings.append(
-                f"client {w.client}, event round {w.event_round}: the oracle flags none of its samples "
-                "as members before the withdrawal (B_T = 0), so FR is undefined (NaN)"
-            )
-        if has_witness:
-            wrep = w.oracle.evaluate_stats(*stats, subset_mask=w.witness_mask)
-            out += [(arm, rnd, w.client, WITNESS_KEYS[k], float(wrep.metrics[k])) for k in WITNESS_KEYS]
+    def _rows_for(self, w: _Watch, arm: str, rnd: float, model: torch.nn.Module, scores: bool) -> list[Row]:
+        c = w.target.client
+        rep = w.oracle.evaluate(model)
+        out: list[Row] = [(arm, rnd, c, k, float(v)) for k, v in rep.metrics.items()]
+        self._note(c, w.target.event_round, rep)
+        if w.witness_oracle is not None:
+            wrep = w.witness_oracle.evaluate(model)
+            out += [(arm, rnd, c, WITNESS_KEYS[k], float(wrep.metrics[k])) for k in WITNESS_KEYS]
         if scores and self.keep_scores:
-            ps = rep.per_sample
-            self.score_frames.append(
-                pd.DataFrame(
-                    {
-                        "arm": arm,
-                        "round": rnd,
-                        "client": w.client,
-                        "sample_id": ps["sample_id"].astype(np.int64),
-                        "member": ps["member"],
-                        "score": ps["score"],
-                        "decision": ps["decision"],
-                    }
-                )
-            )
+            self._keep_scores(arm, rnd, c, rep)
         return out
 
-    @staticmethod
-    def _lira_reference(sh: LiraShadows, x_m, y_m, x_n, y_n) -> dict:
-        """phi (logit-scaled confidence) of every shadow on every audit sample;
-        NaN where a shadow does not belong to a sample's IN / OUT distribution."""
+    def _note(self, client: int, event_round: int, rep: OracleReport) -> None:
+        """Each reason for a NaN metric, once per client and event."""
+        reasons = list(getattr(rep, "notes", ()))
+        if np.isnan(rep.metrics["fr"]):
+            reasons.append("the oracle flags none of its samples as members before the withdrawal "
+                           "(B_T = 0), so FR is undefined (NaN)")
+        for why in reasons:
+            if (client, event_round, why) not in self._warned:
+                self._warned.add((client, event_round, why))
+                self.warnings.append(f"client {client}, event round {event_round}: {why}")
 
-        def phi(model):
-            return np.concatenate(
-                [sample_statistics(model, x_m, y_m).logit_scaled, sample_statistics(model, x_n, y_n).logit_scaled]
-            )
-
-        phi_out = [phi(m) for m in sh.out_models]
-        phi_in = []
-        for model, mask in zip(sh.in_models, sh.in_masks if sh.in_masks is not None else [], strict=True):
-            p = phi(model)
-            phi_in.append(np.where(mask, p, np.nan))
-            phi_out.append(np.where(mask, np.nan, p))
-        return {"phi_in": np.stack(phi_in) if phi_in else None, "phi_out": np.stack(phi_out)}
-
-    @staticmethod
-    def _stats(w: _Watch, model: torch.nn.Module):
-        o = w.oracle
-        return (
-            sample_statistics(model, o.members[0], o.members[1], o.batch_size),
-            sample_statistics(model, o.nonmembers[0], o.nonmembers[1], o.batch_size),
-        )
+    def _keep_scores(self, arm: str, rnd: float, client: int, rep: OracleReport) -> None:
+        ps = rep.per_sample
+        self.score_frames.append(pd.DataFrame({
+            "arm": arm, "round": float(rnd), "client": client,
+            "sample_id": ps["sample_id"].astype(np.int64), "member": ps["member"],
+            "score": ps["score"], "decision": ps["decision"],
+        }))
 
 
 def over_unlearning_rows(metrics: pd.DataFrame, methods: list[str], withdrawn: list[int]) -> list[Row]:
     """``over_unlearning`` = 1 where a method's MIA AUC on a forgetting client is
     below the retrain arm's by more than retrain's interval (auc < retrain's
-    lower bound), or its forget accuracy is more than 2 points below retrain's."""
+    lower bound), or its forget accuracy is more than 2 points below retrain's;
+    0 where both are compared and neither holds."""
     df = metrics[metrics.client.isin(withdrawn)]
     piv = df.pivot_table(index=["arm", "round", "client"], columns="metric", values="value")
     rows: list[Row] = []
@@ -226,8 +221,7 @@ def over_unlearning_rows(metrics: pd.DataFrame, methods: list[str], withdrawn: l
     for m in methods:
         if m not in piv.index.get_level_values(0):
             continue
-        mine = piv.loc[m]
-        for (rnd, client), r in mine.iterrows():
+        for (rnd, client), r in piv.loc[m].iterrows():
             if "mia_auc" not in r or pd.isna(r.get("mia_auc")) or (rnd, client) not in ref.index:
                 continue
             base = ref.loc[(rnd, client)]
@@ -235,5 +229,5 @@ def over_unlearning_rows(metrics: pd.DataFrame, methods: list[str], withdrawn: l
                 continue  # before the event: retrain is not audited there
             auc_low = r["mia_auc"] < base.get("mia_auc_lo", np.nan)
             acc_low = r.get("forget_accuracy", np.nan) < base.get("forget_accuracy", np.nan) - OVER_UNLEARNING_ACC_MARGIN
-            rows.append((m, int(rnd), int(client), "over_unlearning", float(bool(auc_low or acc_low))))
+            rows.append((m, float(rnd), int(client), "over_unlearning", float(bool(auc_low or acc_low))))
     return rows

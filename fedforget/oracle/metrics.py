@@ -9,13 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import math
+
 import numpy as np
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score, roc_curve
 
 __all__ = [
+    "MIN_COUNT_FACTOR",
+    "TPR_FPR_LEVELS",
     "roc_metrics",
     "tpr_at_fpr",
+    "min_nonmembers_for_fpr",
+    "withheld_tpr_notes",
+    "threshold_at_fpr",
+    "fr_at_fixed_fpr",
     "balanced_accuracy",
     "forgetting_rate",
     "bootstrap_interval",
@@ -24,6 +32,14 @@ __all__ = [
 ]
 
 RngLike = np.random.Generator | int | np.random.SeedSequence | None
+
+#: A TPR at FPR level ``f`` is reported only with at least ``MIN_COUNT_FACTOR / f``
+#: non-members, i.e. when about ten non-members may be flagged; below that the
+#: "low-FPR" point is decided by a handful of (or zero) false positives.
+MIN_COUNT_FACTOR = 10
+
+#: Metric name -> FPR level of the low-FPR TPRs that ``roc_metrics`` reports.
+TPR_FPR_LEVELS: dict[str, float] = {"tpr_at_1pct_fpr": 0.01, "tpr_at_0.1pct_fpr": 0.001}
 
 
 def _as_bool(a: np.ndarray) -> np.ndarray:
@@ -40,7 +56,31 @@ def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, max_fpr: float) -> float:
     return float(np.max(np.asarray(tpr)[ok])) if ok.any() else float("nan")
 
 
-def roc_metrics(scores: np.ndarray, is_member: np.ndarray) -> dict:
+def min_nonmembers_for_fpr(fpr: float, min_count_factor: float = MIN_COUNT_FACTOR) -> int:
+    """Fewest non-members for which a TPR at FPR ``fpr`` is reported: ``ceil(factor / fpr)``.
+
+    E.g. 1,000 for 1% and 10,000 for 0.1% with the default factor of 10.
+    """
+    if not 0 < fpr <= 1:
+        raise ValueError("fpr must be in (0, 1]")
+    # factor / fpr carries rounding error (7 / 0.07 = 99.99999999999999); when it lands
+    # just above an integer instead, ceil must not add a non-member for it.
+    return int(math.ceil(min_count_factor / fpr - 1e-9))
+
+
+def withheld_tpr_notes(n_nonmembers: int, min_count_factor: float = MIN_COUNT_FACTOR) -> tuple[str, ...]:
+    """One human-readable reason per TPR in ``TPR_FPR_LEVELS`` withheld (NaN) by the count rule."""
+    notes = []
+    for key, f in TPR_FPR_LEVELS.items():
+        need = min_nonmembers_for_fpr(f, min_count_factor)
+        if n_nonmembers < need:
+            notes.append(
+                f"{key}: NaN because {n_nonmembers} non-members < {need} needed ({min_count_factor:g} / FPR)"
+            )
+    return tuple(notes)
+
+
+def roc_metrics(scores: np.ndarray, is_member: np.ndarray, min_count_factor: float = MIN_COUNT_FACTOR) -> dict:
     """ROC summary of a membership score.
 
     Parameters
@@ -49,31 +89,35 @@ def roc_metrics(scores: np.ndarray, is_member: np.ndarray) -> dict:
         Higher = more likely member.
     is_member : np.ndarray
         Boolean ground truth.
+    min_count_factor : float
+        A TPR at FPR level ``f`` is reported only with at least
+        ``min_nonmembers_for_fpr(f, min_count_factor)`` non-members, otherwise
+        NaN: with fewer, e.g. 512 non-members at 0.1%, the point is really the
+        TPR at zero false positives.
 
     Returns
     -------
     dict
         ``auc``, ``tpr_at_1pct_fpr``, ``tpr_at_0.1pct_fpr`` (floats; NaN when a
-        class is missing) and the full ROC as ``fpr``, ``tpr`` arrays, computed
-        on the exact sorted scores.
+        class is missing or the count rule withholds them) and the full ROC as
+        ``fpr``, ``tpr`` arrays, computed on the exact sorted scores.
     """
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     is_member = _as_bool(is_member)
     if scores.shape != is_member.shape:
         raise ValueError("scores and is_member must have the same length")
     n_pos = int(is_member.sum())
+    nan = float("nan")
     if n_pos == 0 or n_pos == is_member.size:
-        nan = float("nan")
         empty = np.zeros(0)
-        return {"auc": nan, "tpr_at_1pct_fpr": nan, "tpr_at_0.1pct_fpr": nan, "fpr": empty, "tpr": empty}
+        return {"auc": nan, **{k: nan for k in TPR_FPR_LEVELS}, "fpr": empty, "tpr": empty}
+    n_neg = int((~is_member).sum())
     fpr, tpr, _ = roc_curve(is_member, scores, drop_intermediate=False)
-    return {
-        "auc": float(roc_auc_score(is_member, scores)),
-        "tpr_at_1pct_fpr": tpr_at_fpr(fpr, tpr, 0.01),
-        "tpr_at_0.1pct_fpr": tpr_at_fpr(fpr, tpr, 0.001),
-        "fpr": fpr,
-        "tpr": tpr,
+    low_fpr = {
+        key: tpr_at_fpr(fpr, tpr, f) if n_neg >= min_nonmembers_for_fpr(f, min_count_factor) else nan
+        for key, f in TPR_FPR_LEVELS.items()
     }
+    return {"auc": float(roc_auc_score(is_member, scores)), **low_fpr, "fpr": fpr, "tpr": tpr}
 
 
 def balanced_accuracy(decisions: np.ndarray, is_member: np.ndarray) -> float:
@@ -118,6 +162,83 @@ def forgetting_rate(before: np.ndarray, after: np.ndarray) -> dict:
         fr = (a_f - b_f) / b_t
         fr_t = int((b & ~a).sum()) / b_t
     return {"fr": float(fr), "fr_transition": float(fr_t), "b_t": b_t, "n_forget": n}
+
+
+def threshold_at_fpr(nonmember_scores: np.ndarray, fpr: float) -> float:
+    """Lowest threshold ``t`` of the rule ``score >= t`` with the largest FPR not above ``fpr``.
+
+    With ``n`` scores, at most ``k = floor(fpr * n)`` may be flagged. ``t`` is
+    just above the ``(k+1)``-th largest score ``a`` (``np.nextafter(a, inf)``),
+    so exactly the scores ``> a`` are flagged: ties at ``a`` all stay
+    unflagged, and no threshold flags more without exceeding ``k``. ``k == 0``
+    gives ``nextafter(max, inf)``; ``k >= n`` gives ``-inf`` (all flagged).
+
+    Taking the lowest such threshold, rather than any point of the gap between
+    non-member scores, matches how ``best_balanced_threshold`` breaks ties, so
+    on the calibration model it flags exactly the members the fitted threshold
+    flags.
+
+    Parameters
+    ----------
+    nonmember_scores : np.ndarray
+        Finite scores of non-members (higher = more likely member).
+    fpr : float
+        Target false-positive rate in ``[0, 1]``.
+
+    Returns
+    -------
+    float
+    """
+    s = np.sort(np.asarray(nonmember_scores, dtype=np.float64).reshape(-1))
+    if s.size == 0:
+        raise ValueError("need at least one non-member score")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("non-member scores must be finite")
+    if not 0 <= fpr <= 1:
+        raise ValueError("fpr must be in [0, 1]")
+    # 1e-9: fpr = c / n computed in floating point may land just below c / n.
+    k = int(np.floor(fpr * s.size + 1e-9))
+    if k >= s.size:
+        return float("-inf")
+    return float(np.nextafter(s[s.size - 1 - k], np.inf))
+
+
+def fr_at_fixed_fpr(
+    before_member: np.ndarray,
+    member_scores: np.ndarray,
+    nonmember_scores: np.ndarray,
+    fpr: float,
+) -> float:
+    """FR with the threshold re-chosen on this model to keep the non-member FPR at ``fpr``.
+
+    A threshold fixed at calibration also moves with drift (e.g. every loss
+    rising with continued training), which the plain FR counts as forgetting.
+    Here the threshold is re-chosen with :func:`threshold_at_fpr` on *this*
+    model's non-member scores, so a uniform shift of all scores gives FR 0 and
+    only a change of the members relative to the non-members counts.
+
+    Parameters
+    ----------
+    before_member : np.ndarray
+        Boolean decisions on the forget samples at calibration (defines B).
+    member_scores : np.ndarray
+        Scores of the same forget samples on this model, aligned.
+    nonmember_scores : np.ndarray
+        Scores of the non-members on this model.
+    fpr : float
+        Non-member FPR at calibration.
+
+    Returns
+    -------
+    float
+        ``(A_F - B_F) / B_T`` as in :func:`forgetting_rate`; NaN when
+        ``B_T == 0``, ``fpr`` is NaN or a non-member score is not finite.
+    """
+    n = np.asarray(nonmember_scores, dtype=np.float64).reshape(-1)
+    if not np.isfinite(fpr) or n.size == 0 or not np.all(np.isfinite(n)):
+        return float("nan")
+    after = np.asarray(member_scores, dtype=np.float64).reshape(-1) >= threshold_at_fpr(n, fpr)
+    return forgetting_rate(before_member, after)["fr"]
 
 
 def _rng(rng: RngLike) -> np.random.Generator:

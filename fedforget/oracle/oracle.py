@@ -22,8 +22,10 @@ from fedforget.oracle.metrics import (
     auc_interval,
     balanced_accuracy,
     forgetting_rate,
+    fr_at_fixed_fpr,
     fr_interval,
     roc_metrics,
+    withheld_tpr_notes,
 )
 
 __all__ = ["OracleReport", "MembershipOracle"]
@@ -41,19 +43,30 @@ class OracleReport:
     ----------
     metrics : dict
         ``fr``, ``fr_transition``, ``b_t``, ``n_forget``, ``mia_auc``,
-        ``mia_balanced_accuracy``, ``tpr_at_1pct_fpr``, ``tpr_at_0.1pct_fpr``,
-        ``fr_lo``, ``fr_hi``, ``mia_auc_lo``, ``mia_auc_hi``, ``n_nonmembers``.
+        ``mia_balanced_accuracy``, ``tpr_at_1pct_fpr``, ``tpr_at_0.1pct_fpr``
+        (NaN with too few non-members, see ``notes``), ``fr_lo``, ``fr_hi``,
+        ``mia_auc_lo``, ``mia_auc_hi``, ``n_nonmembers``, and two drift
+        controls: ``fr_fixed_fpr`` (FR with the threshold re-chosen on this
+        model so the non-member FPR equals the calibration one; 0 on the
+        calibration model and under a uniform shift of all scores) and
+        ``nonmember_fpr`` (share of non-members the fixed threshold flags on
+        this model; equals ``fpr_calibration`` on the calibration model, and
+        a departure from it signals drift).
     per_sample : dict of np.ndarray
         Equal-length arrays over the evaluated members then all non-members:
         ``sample_id``, ``member`` (bool), ``score``, ``decision`` (bool, on this
         model) and ``decision_before`` (bool, at calibration).
     roc : tuple of np.ndarray
         ``(fpr, tpr)`` of members vs non-members on this model.
+    notes : tuple of str
+        One human-readable reason per metric withheld (reported as NaN), e.g.
+        a TPR at an FPR level with fewer than ``10 / FPR`` non-members.
     """
 
     metrics: dict[str, float]
     per_sample: dict[str, np.ndarray]
     roc: tuple[np.ndarray, np.ndarray]
+    notes: tuple[str, ...] = ()
 
 
 def _unpack(data: SampleSet, what: str) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
@@ -84,6 +97,9 @@ class MembershipOracle:
         The fitted attack.
     before_member, before_nonmember : np.ndarray of bool
         Decisions at calibration; ``before_member`` defines B.
+    fpr_calibration : float
+        Share of non-members flagged at calibration (mean of
+        ``before_nonmember``); the FPR ``fr_fixed_fpr`` holds on later models.
     calibration : OracleReport
         The report on the calibration model itself (FR is 0 there).
     """
@@ -108,6 +124,7 @@ class MembershipOracle:
         m_cols, n_cols = self._columns(np.arange(len(member_stats)))
         self.before_member = self._decide(member_stats, m_cols)
         self.before_nonmember = self._decide(nonmember_stats, n_cols)
+        self.fpr_calibration = float(self.before_nonmember.mean())
         self.calibration = self.evaluate_stats(member_stats, nonmember_stats)
         self._frozen = True
 
@@ -123,7 +140,7 @@ class MembershipOracle:
         model: torch.nn.Module,
         members: SampleSet,
         nonmembers: SampleSet,
-        attack: str = "loss",
+        attack: str | Attack = "loss",
         attack_params: Mapping[str, Any] | None = None,
         n_boot: int = 200,
         seed: int = 0,
@@ -159,11 +176,14 @@ class MembershipOracle:
         """
         members_t = _unpack(members, "members")
         nonmembers_t = _unpack(nonmembers, "nonmembers")
-        att = get_attack(attack, **dict(attack_params or {}))
+        # An Attack instance may come with its reference already fitted (the
+        # audit fits it from reference models); a name builds a fresh one.
+        att = attack if isinstance(attack, Attack) else get_attack(attack, **dict(attack_params or {}))
         if att.needs_columns:
-            if reference is None or reference.get("phi_out") is None:
-                raise ValueError(f"attack {attack!r} needs reference={{'phi_in': ..., 'phi_out': ...}}")
-            att.fit_reference(reference.get("phi_in"), reference["phi_out"])
+            if reference is not None and reference.get("phi_out") is not None:
+                att.fit_reference(reference.get("phi_in"), reference["phi_out"])
+            elif getattr(att, "mu_out", None) is None:
+                raise ValueError(f"attack {att.name!r} needs reference={{'phi_in': ..., 'phi_out': ...}}")
             expected = members_t[1].shape[0] + nonmembers_t[1].shape[0]
             if att.n_columns != expected:
                 raise ValueError(
@@ -247,6 +267,8 @@ class MembershipOracle:
         auc_lo, auc_hi = auc_interval(scores, is_member, self.n_boot, np.random.default_rng(auc_ss))
         metrics = {
             **forgetting_rate(before, m_dec),
+            "fr_fixed_fpr": fr_at_fixed_fpr(before, m_score, n_score, self.fpr_calibration),
+            "nonmember_fpr": float(n_dec.mean()),
             "mia_auc": roc["auc"],
             "mia_balanced_accuracy": balanced_accuracy(decisions, is_member),
             "tpr_at_1pct_fpr": roc["tpr_at_1pct_fpr"],
@@ -264,4 +286,9 @@ class MembershipOracle:
             "decision": decisions,
             "decision_before": np.concatenate([before, self.before_nonmember]),
         }
-        return OracleReport(metrics=metrics, per_sample=per_sample, roc=(roc["fpr"], roc["tpr"]))
+        return OracleReport(
+            metrics=metrics,
+            per_sample=per_sample,
+            roc=(roc["fpr"], roc["tpr"]),
+            notes=withheld_tpr_notes(self.n_nonmembers),
+        )

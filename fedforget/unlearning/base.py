@@ -59,7 +59,9 @@ class CostRecord:
 class ClientData:
     """One client's own data, as seen inside its ClientApp.
 
-    ``x_train``/``y_train``: what it still trains on. ``x_forget``/``y_forget``:
+    ``x_train``/``y_train``: what it still trains on. ``x_validation``/
+    ``y_validation``: its private validation part (self-checks, reference
+    statistics); it never sees the oracle's audit part. ``x_forget``/``y_forget``:
     the data the current event asks it to forget (its whole former train part
     when it withdraws, the deleted samples otherwise); defaults to the train part.
     """
@@ -67,8 +69,8 @@ class ClientData:
     partition_id: int
     x_train: torch.Tensor
     y_train: torch.Tensor
-    x_holdout: torch.Tensor
-    y_holdout: torch.Tensor
+    x_validation: torch.Tensor
+    y_validation: torch.Tensor
     num_classes: int
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     x_forget: torch.Tensor | None = None
@@ -144,7 +146,8 @@ class Federation(Protocol):
     def self_check(self, model: nn.Module) -> float:
         """The withdrawing clients' own loss-based membership AUC of their train
         part against their held-out part (computed and reported by the clients;
-        the mean over withdrawing clients, weighted by their sizes)."""
+        the mean over withdrawing clients, weighted by their sizes); computed
+        against the clients' validation parts, never the oracle's audit data."""
 
     def seed(self, *parts: int | str) -> int:
         """A seed for the method's own randomness, derived from the scenario seed."""
@@ -152,8 +155,9 @@ class Federation(Protocol):
     def history(self) -> list[HistoryEntry]:
         """Stored rounds of this arm before the event (empty unless requested)."""
 
-    def test_accuracy(self, model: nn.Module) -> float:
-        """Server-side validation accuracy (used by stop rules)."""
+    def validation_accuracy(self, model: nn.Module) -> float:
+        """Accuracy on the server's validation set (for stop rules and guards;
+        never the test set, which is the report's)."""
 
     def log(self, **info: Any) -> None:
         """Write an ``unlearn_step`` line to the events log."""
@@ -178,6 +182,19 @@ class UnlearningMethod(ABC):
         """Rounds whose client updates the server must store (default none)."""
         return []
 
+    def recovery_epochs(self, k: int) -> float | None:
+        """Local epochs of the arm's ``k``-th regular round after the event
+        (``k`` < ``unlearning.recovery_rounds``): the method's recovery protocol.
+
+        Regular rounds are the same for every arm and cost no method anything;
+        this hook only changes how one of them is run. ``None`` (the default,
+        and every built-in method's choice) is a plain FedAvg round with the
+        scenario's local epochs, so ``recovery_rounds`` changes nothing for
+        them. Work a method needs beyond that belongs inside its unlearning
+        step, where it is counted in its cost.
+        """
+        return None
+
     @abstractmethod
     def unlearn(self, model: nn.Module, fed: Federation) -> tuple[nn.Module, CostRecord]:
         """Return the unlearned global model and the step's cost."""
@@ -199,14 +216,14 @@ def register_method(cls: type[UnlearningMethod]) -> type[UnlearningMethod]:
 
 def self_check_op(model: nn.Module, data: ClientData, arrays: dict[str, np.ndarray], config: dict[str, Any]) -> ClientReply:
     """Client op ``self_check``: loss-based membership AUC of the client's forget
-    data (members) against its held-out part. Only the AUC leaves the client."""
+    data (members) against its validation part. Only the AUC leaves the client."""
     from sklearn.metrics import roc_auc_score
     from torch.nn import functional as F
 
     with torch.no_grad():
         model.eval()
         s_in = -F.cross_entropy(model(data.x_forget.to(data.device)), data.y_forget.to(data.device), reduction="none")
-        s_out = -F.cross_entropy(model(data.x_holdout.to(data.device)), data.y_holdout.to(data.device), reduction="none")
+        s_out = -F.cross_entropy(model(data.x_validation.to(data.device)), data.y_validation.to(data.device), reduction="none")
     scores = torch.cat([s_in, s_out]).cpu().numpy()
     labels = np.r_[np.ones(len(s_in)), np.zeros(len(s_out))]
     auc = float(roc_auc_score(labels, scores)) if len(s_out) and len(s_in) else float("nan")

@@ -304,7 +304,7 @@ def retention_gradient(
 
 @torch.no_grad()
 def self_check_auc(
-    model: nn.Module, x_forget: Tensor, y_forget: Tensor, x_holdout: Tensor, y_holdout: Tensor
+    model: nn.Module, x_forget: Tensor, y_forget: Tensor, x_validation: Tensor, y_validation: Tensor
 ) -> float:
     """Loss-based membership AUC of forget data (label 1) vs held-out data (label 0).
 
@@ -317,7 +317,7 @@ def self_check_auc(
         Current model.
     x_forget, y_forget : Tensor
         The client's forget data (members before unlearning).
-    x_holdout, y_holdout : Tensor
+    x_validation, y_validation : Tensor
         The client's never-trained-on hold-out data.
 
     Returns
@@ -325,10 +325,10 @@ def self_check_auc(
     float
         ROC AUC with score ``-CE`` per sample.
     """
-    if x_forget.shape[0] == 0 or x_holdout.shape[0] == 0:
+    if x_forget.shape[0] == 0 or x_validation.shape[0] == 0:
         raise ValueError("self_check_auc needs non-empty forget and hold-out sets")
     s_f = -F.cross_entropy(model(x_forget), y_forget, reduction="none")
-    s_h = -F.cross_entropy(model(x_holdout), y_holdout, reduction="none")
+    s_h = -F.cross_entropy(model(x_validation), y_validation, reduction="none")
     scores = torch.cat([s_f, s_h]).float().cpu().numpy()
     labels = np.concatenate([np.ones(s_f.numel()), np.zeros(s_h.numel())])
     return float(roc_auc_score(labels, scores))
@@ -731,16 +731,16 @@ class ForsakenParams(MethodParams):
     retain_samples: int = Field(256, ge=1, description="samples per retention gradient")
     target_auc: float = Field(0.55, ge=0, le=1, description="stop when the client's self-check AUC is <= this")
     check_every: int = Field(5, ge=1, description="self-check period in steps")
-    max_accuracy_drop: float = Field(0.05, ge=0, description="stop (undoing the last step) when test accuracy drops more")
+    max_accuracy_drop: float = Field(0.05, ge=0, description="stop (undoing the last step) when accuracy on the server validation set drops more")
     hidden: int = Field(32, ge=1, description="generator width")
 
 
 def _op_reference(model: nn.Module, data: ClientData, arrays: dict, config: dict[str, Any]) -> ClientReply:
     """Client: class-conditional non-member reference from its held-out part."""
-    if len(data.y_holdout) == 0:
-        raise ValueError("forsaken needs a held-out part on the withdrawing client (data.holdout_fraction > 0)")
-    ref = class_reference_distribution(model, data.x_holdout, data.y_holdout, data.num_classes)
-    auc = self_check_auc(model, data.x_forget, data.y_forget, data.x_holdout, data.y_holdout)
+    if len(data.y_validation) == 0:
+        raise ValueError("forsaken needs a validation part on the withdrawing client (data.holdout_fraction > 0 and data.audit_share < 1)")
+    ref = class_reference_distribution(model, data.x_validation, data.y_validation, data.num_classes)
+    auc = self_check_auc(model, data.x_forget, data.y_forget, data.x_validation, data.y_validation)
     return ClientReply({"reference": ref.cpu().numpy()}, {"auc": auc, "n": float(len(data.y_forget)), "steps": 0.0})
 
 
@@ -751,7 +751,7 @@ def _op_gradient(model: nn.Module, data: ClientData, arrays: dict, config: dict[
     grads, kl = forgetting_gradient(model, names, data.x_forget, data.y_forget, ref, str(config["objective"]))
     metrics = {"kl": kl, "steps": float(len(data.y_forget)), "n": float(len(data.y_forget))}
     if bool(config.get("self_check", False)):
-        metrics["auc"] = self_check_auc(model, data.x_forget, data.y_forget, data.x_holdout, data.y_holdout)
+        metrics["auc"] = self_check_auc(model, data.x_forget, data.y_forget, data.x_validation, data.y_validation)
     return ClientReply({n: g.cpu().numpy() for n, g in grads.items()}, metrics)
 
 
@@ -780,7 +780,7 @@ class Forsaken(UnlearningMethod):
     :class:`MaskGradientOptimizer`; retention comes from ``retain_clients``
     remaining clients' cross-entropy gradients (seeded sample each step); the stop
     rule is the withdrawing client's self-check AUC (every ``check_every`` steps),
-    the step budget, or a test-accuracy drop (the offending step is undone).
+    the step budget, or an accuracy drop on the server validation set (the offending step is undone).
     """
 
     name = "forsaken"
@@ -802,7 +802,7 @@ class Forsaken(UnlearningMethod):
         total = sum(r.metrics["n"] for r in refs.values())
         reference = sum(torch.as_tensor(r.arrays["reference"]) * (r.metrics["n"] / total) for r in refs.values())
         auc0 = sum(r.metrics["auc"] * r.metrics["n"] for r in refs.values()) / total
-        acc0 = fed.test_accuracy(model)
+        acc0 = fed.validation_accuracy(model)
         opt = MaskGradientOptimizer(
             alpha=p.alpha, lr=p.lr, lambda_r=p.lambda_r, lambda_1=p.lambda_1, l1_mode=p.l1_mode,
             hidden=p.hidden, seed=fed.seed("generator"),
@@ -846,7 +846,7 @@ class Forsaken(UnlearningMethod):
                 for n in names:
                     params[n].copy_(new[n])
             steps = s + 1
-            if check and acc0 - fed.test_accuracy(model) > p.max_accuracy_drop:
+            if check and acc0 - fed.validation_accuracy(model) > p.max_accuracy_drop:
                 with torch.no_grad():
                     for n in names:
                         params[n].copy_(theta[n])

@@ -243,7 +243,7 @@ def _op_ascent(model: nn.Module, data: ClientData, arrays: dict, config: dict[st
     with torch.no_grad():
         dist = float(torch.linalg.vector_norm(flat(rand.parameters()) - flat(model.parameters())))
     radius = float(config["radius_fraction"]) * dist
-    x_val, y_val = (data.x_holdout, data.y_holdout) if len(data.y_holdout) else (None, None)
+    x_val, y_val = (data.x_validation, data.y_validation) if len(data.y_validation) else (None, None)
     model, info = projected_gradient_ascent(
         model, data.x_forget, data.y_forget, reference, radius=radius, lr=float(config["lr"]),
         epochs=int(config["epochs"]), batch_size=int(config["batch_size"]), seed=int(config["seed"]),
