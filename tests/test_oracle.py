@@ -1,6 +1,7 @@
 """Tests pinning the science of the membership oracle (fedforget.oracle)."""
 
 import os
+from dataclasses import replace
 
 os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
 
@@ -14,21 +15,26 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from fedforget.oracle import (
     ATTACKS,
+    MIN_COUNT_FACTOR,
     LiraAttack,
     LossThresholdAttack,
     MembershipOracle,
     SampleStats,
     auc_interval,
     balanced_accuracy,
+    best_balanced_threshold,
     class_matched_nonmembers,
     forgetting_rate,
+    fr_at_fixed_fpr,
     fr_interval,
     get_attack,
     lira_offline_score,
     lira_score,
+    min_nonmembers_for_fpr,
     roc_metrics,
     sample_statistics,
     stats_from_logits,
+    threshold_at_fpr,
 )
 
 # --------------------------------------------------------------------------- metrics
@@ -48,7 +54,7 @@ def _brute_tpr_at_fpr(scores, is_member, max_fpr):
 @pytest.mark.parametrize("ties", [False, True])
 def test_roc_metrics_match_sklearn(ties):
     rng = np.random.default_rng(1)
-    n = 2000
+    n = 25000  # ~15,000 non-members: enough (>= 10 / FPR) for both low-FPR TPRs
     is_member = rng.random(n) < 0.4
     scores = rng.normal(size=n) + 0.8 * is_member
     if ties:
@@ -59,6 +65,109 @@ def test_roc_metrics_match_sklearn(ties):
     for key, f in [("tpr_at_1pct_fpr", 0.01), ("tpr_at_0.1pct_fpr", 0.001)]:
         assert out[key] == pytest.approx(tpr[fpr <= f].max(), abs=1e-12)
         assert out[key] == pytest.approx(_brute_tpr_at_fpr(scores, is_member, f), abs=1e-12)
+
+
+def test_low_fpr_tpr_needs_ten_over_fpr_nonmembers():
+    assert MIN_COUNT_FACTOR == 10
+    assert min_nonmembers_for_fpr(0.01) == 1000 and min_nonmembers_for_fpr(0.001) == 10000
+    assert min_nonmembers_for_fpr(0.07) == 143  # ceil(142.86)
+    rng = np.random.default_rng(2)
+
+    def roc(n_non, **kw):
+        is_member = np.r_[np.ones(500, bool), np.zeros(n_non, bool)]
+        return roc_metrics(rng.normal(size=is_member.size) + is_member, is_member, **kw)
+
+    assert np.isnan(roc(999)["tpr_at_1pct_fpr"]) and np.isfinite(roc(1000)["tpr_at_1pct_fpr"])
+    assert np.isnan(roc(9999)["tpr_at_0.1pct_fpr"]) and np.isfinite(roc(10000)["tpr_at_0.1pct_fpr"])
+    out = roc(512)
+    assert np.isnan(out["tpr_at_1pct_fpr"]) and np.isnan(out["tpr_at_0.1pct_fpr"])
+    # Withholding leaves the AUC and the exact ROC alone.
+    assert np.isfinite(out["auc"]) and out["fpr"].size == out["tpr"].size > 2
+    # The factor is a keyword: with 5 / FPR, 500 non-members suffice at 1%.
+    assert np.isfinite(roc(500, min_count_factor=5)["tpr_at_1pct_fpr"])
+    assert np.isnan(roc(499, min_count_factor=5)["tpr_at_1pct_fpr"])
+
+
+def _brute_threshold_check(s, fprs):
+    """Check threshold_at_fpr against direct counting over every distinct decision."""
+    n = s.size
+    u = np.unique(s)
+    cand = np.r_[-np.inf, u, np.nextafter(u, np.inf)]
+    counts = np.array([(s >= c).sum() for c in cand])
+    for fpr in fprs:
+        t = threshold_at_fpr(s, fpr)
+        best = counts[counts / n <= fpr + 1e-12].max()  # largest achievable FPR not above fpr
+        got = int((s >= t).sum())
+        assert got == best, (fpr, got, best)
+        # ... and t is the lowest threshold achieving it.
+        assert t == -np.inf or (s >= np.nextafter(t, -np.inf)).sum() > best
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_threshold_at_fpr_is_exact(ties):
+    rng = np.random.default_rng(3)
+    for n in (1, 7, 300, 1000):
+        s = rng.normal(size=n)
+        if ties:
+            s = np.round(s * 2) / 2  # a handful of distinct values, heavy ties
+        fprs = [0.0, 0.0005, 0.001, 0.01, 0.05, 1 / 3, 0.5, 0.999, 1.0, *(np.arange(n + 1) / n)]
+        _brute_threshold_check(s, [float(f) for f in fprs])
+    # Hand-worked: sorted 1, 2, 2, 3.
+    s = np.array([2.0, 1.0, 3.0, 2.0])
+    assert threshold_at_fpr(s, 0.0) == np.nextafter(3.0, np.inf)
+    assert threshold_at_fpr(s, 0.25) == np.nextafter(2.0, np.inf)
+    # k = 2 but the 2nd and 3rd largest tie: flagging both would give FPR 3/4.
+    assert threshold_at_fpr(s, 0.5) == np.nextafter(2.0, np.inf)
+    assert threshold_at_fpr(s, 0.75) == np.nextafter(1.0, np.inf)
+    assert threshold_at_fpr(s, 1.0) == -np.inf
+    # floor(0.01 * 1000) is exactly 10 flagged, not 9.
+    assert (np.arange(1000.0) >= threshold_at_fpr(np.arange(1000.0), 0.01)).sum() == 10
+    for bad in ((s, 1.5), (s, -0.1), (np.zeros(0), 0.1), (np.array([1.0, np.nan]), 0.1)):
+        with pytest.raises(ValueError):
+            threshold_at_fpr(*bad)
+
+
+def _calibrated(m, n):
+    """Before decisions and calibration FPR of the balanced-accuracy threshold, as the oracle fits them."""
+    thr, _ = best_balanced_threshold(m, n)
+    return thr, m >= thr, float(np.mean(n >= thr))
+
+
+def test_fr_at_fixed_fpr_ignores_a_uniform_shift():
+    rng = np.random.default_rng(4)
+    # Multiples of 1/64 below 2**10: adding an integer is exact, so the shift keeps every order.
+    m = np.round((rng.normal(size=400) + 1.5) * 64) / 64
+    n = np.round(rng.normal(size=500) * 64) / 64
+    thr, before, fpr = _calibrated(m, n)
+    assert 0 < fpr < 0.5 and 0 < before.sum() < m.size
+    assert fr_at_fixed_fpr(before, m, n, fpr) == 0.0  # the calibration model itself
+
+    # Every score drops by 3 (all losses rise): the fixed threshold "forgets" most members.
+    down = forgetting_rate(before, m - 3 >= thr)["fr"]
+    # Every score rises by 3: the fixed threshold flags members it missed, FR < 0.
+    up = forgetting_rate(before, m + 3 >= thr)["fr"]
+    assert down > 0.5 and up < -0.1
+    assert fr_at_fixed_fpr(before, m - 3, n - 3, fpr) == 0.0
+    assert fr_at_fixed_fpr(before, m + 3, n + 3, fpr) == 0.0
+
+
+def test_fr_at_fixed_fpr_measures_real_forgetting_under_drift():
+    rng = np.random.default_rng(5)
+    n_m, n_n = 2000, 2000
+    m, n = rng.normal(3.0, 1.0, n_m), rng.normal(0.0, 1.0, n_n)  # strong signal
+    _, before, fpr = _calibrated(m, n)
+    b_t = int(before.sum())
+    # Forgotten: members now look like fresh non-members, and everything drifts by -2.
+    m_after, n_after = rng.normal(0.0, 1.0, n_m) - 2, rng.normal(0.0, 1.0, n_n) - 2
+    fr = fr_at_fixed_fpr(before, m_after, n_after, fpr)
+    # FR = 1 - (#members flagged after) / B_T and each forgotten member is flagged with
+    # probability ~fpr, so E[FR] ~ 1 - fpr n_m / B_T. SD: binomial count of flagged members
+    # plus the error of the threshold as an empirical fpr-quantile of n_n non-members.
+    expected = 1 - fpr * n_m / b_t
+    sd = np.sqrt(n_m * fpr * (1 - fpr) * (1 + n_m / n_n)) / b_t
+    assert abs(fr - expected) < 5 * sd
+    assert fr > 0.5
+    assert np.isnan(fr_at_fixed_fpr(np.zeros(n_m, bool), m_after, n_after, fpr))  # B_T == 0
 
 
 def test_balanced_accuracy():
@@ -291,11 +400,21 @@ def test_attack_detects_overfit_model(overfit, name):
     assert _auc(get_attack(name), model, train, (test[0][:300], test[1][:300])) > 0.6
 
 
-def test_loss_attack_is_chance_on_model_that_never_saw_data(overfit):
-    _, train, test = overfit
-    fresh = _mlp(200, 20, 123)
-    # 300 "members" vs 800 non-members: AUC std ~ 0.02.
-    assert abs(_auc(get_attack("loss"), fresh, train, test) - 0.5) < 0.08
+def _null_auc_se(n_m, n_n):
+    """Standard error of the AUC when members and non-members are exchangeable (Mann-Whitney null)."""
+    return np.sqrt((n_m + n_n + 1) / (12 * n_m * n_n))
+
+
+def test_loss_attack_is_chance_on_unseen_data_of_a_trained_model(overfit):
+    model, train, (xte, yte) = overfit
+    unseen_b, unseen_c = (xte[:400], yte[:400]), (xte[400:], yte[400:])
+    # B and C were both held out of training: as "members" vs non-members they are
+    # exchangeable, so the AUC is 0.5 up to sampling noise (4 SE ~ 0.08 here).
+    auc_null = _auc(get_attack("loss"), model, unseen_b, unseen_c)
+    assert abs(auc_null - 0.5) < 4 * _null_auc_se(400, 400)
+    # The same attack on the same model does see the real training set: the null
+    # result above is not an attack that cannot tell anything apart.
+    assert _auc(get_attack("loss"), model, train, unseen_c) > 0.6
 
 
 def test_membership_oracle_end_to_end(overfit):
@@ -318,10 +437,12 @@ def test_membership_oracle_end_to_end(overfit):
 
     fresh = oracle.evaluate(_mlp(200, 20, 99))
     assert fresh.metrics["fr"] > 0
+    # A model that never trained cannot tell members from non-members.
+    assert abs(fresh.metrics["mia_auc"] - 0.5) < 4 * _null_auc_se(300, 300)
     assert fresh.metrics["fr_lo"] <= fresh.metrics["fr"] <= fresh.metrics["fr_hi"]
     assert fresh.metrics["mia_auc_lo"] <= fresh.metrics["mia_auc"] <= fresh.metrics["mia_auc_hi"]
-    # Deterministic given the seed.
-    assert fresh.metrics == oracle.evaluate(_mlp(200, 20, 99)).metrics
+    # Deterministic given the seed (assert_equal: withheld TPRs are NaN on both sides).
+    np.testing.assert_equal(fresh.metrics, oracle.evaluate(_mlp(200, 20, 99)).metrics)
 
     # Witness subset: FR on the subset, metrics vs all non-members.
     mask = np.zeros(300, bool)
@@ -349,3 +470,61 @@ def test_membership_oracle_with_lira_reference(overfit):
     assert rep.metrics["fr"] == 0.0
     with pytest.raises(ValueError, match="reference"):
         MembershipOracle.calibrate(model, members, nonmembers, attack="lira")
+
+
+class _Tempered(torch.nn.Module):
+    """``model`` with logits multiplied by ``scale``: every loss moves, the ranking barely."""
+
+    def __init__(self, model: torch.nn.Module, scale: float) -> None:
+        super().__init__()
+        self.model, self.scale = model, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) * self.scale
+
+
+def test_membership_oracle_drift_controls(overfit):
+    model, (xtr, ytr), (xte, yte) = overfit
+    oracle = MembershipOracle.calibrate(model, (xtr, ytr, None), (xte[:300], yte[:300], None), n_boot=20)
+    assert oracle.fpr_calibration == float(oracle.before_nonmember.mean())
+    for rep in (oracle.calibration, oracle.evaluate(model)):
+        assert rep.metrics["fr_fixed_fpr"] == 0.0
+        assert rep.metrics["nonmember_fpr"] == oracle.fpr_calibration
+
+    # Every loss + 1 (exactly uniform, via the statistics): all drift, no forgetting.
+    sm = sample_statistics(model, xtr, ytr)
+    sn = sample_statistics(model, xte[:300], yte[:300])
+    drifted = oracle.evaluate_stats(replace(sm, loss=sm.loss + 1.0), replace(sn, loss=sn.loss + 1.0)).metrics
+    assert oracle.fpr_calibration > 0
+    assert drifted["fr"] > 0.9  # the fixed threshold calls it forgetting
+    assert drifted["nonmember_fpr"] < oracle.fpr_calibration
+    assert drifted["fr_fixed_fpr"] == 0.0
+
+    # A real model: logits halved. Membership is as visible as before (AUC > 0.99), yet
+    # every loss rises and the fixed threshold flags no one; at the calibration FPR
+    # (2 of 300 non-members) almost every member is still flagged.
+    cooled = oracle.evaluate(_Tempered(model, 0.5)).metrics
+    assert cooled["mia_auc"] > 0.99
+    assert cooled["fr"] > 0.9 and cooled["nonmember_fpr"] < oracle.fpr_calibration
+    assert 0 <= cooled["fr_fixed_fpr"] < 0.05
+    # Logits doubled: drift the other way, more non-members flagged by the fixed threshold.
+    heated = oracle.evaluate(_Tempered(model, 2.0)).metrics
+    assert heated["nonmember_fpr"] > oracle.fpr_calibration
+    assert heated["fr_fixed_fpr"] == pytest.approx(0.0, abs=0.05)
+
+
+def test_oracle_report_notes_name_withheld_tpr():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(5, 3)
+    x, y = torch.randn(1100, 5), torch.randint(0, 3, (1100,))
+    small = MembershipOracle.calibrate(model, (x[:100], y[:100], None), (x[100:612], y[100:612], None), n_boot=5)
+    rep = small.calibration
+    assert np.isnan(rep.metrics["tpr_at_1pct_fpr"]) and np.isnan(rep.metrics["tpr_at_0.1pct_fpr"])
+    assert rep.notes == (
+        "tpr_at_1pct_fpr: NaN because 512 non-members < 1000 needed (10 / FPR)",
+        "tpr_at_0.1pct_fpr: NaN because 512 non-members < 10000 needed (10 / FPR)",
+    )
+    big = MembershipOracle.calibrate(model, (x[:100], y[:100], None), (x[100:], y[100:], None), n_boot=5)
+    rep = big.evaluate(model)
+    assert np.isfinite(rep.metrics["tpr_at_1pct_fpr"]) and np.isnan(rep.metrics["tpr_at_0.1pct_fpr"])
+    assert len(rep.notes) == 1 and rep.notes[0].startswith("tpr_at_0.1pct_fpr: NaN because 1000 non-members")
