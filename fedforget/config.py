@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 EMBEDDED_DATASETS = ("digits", "mnist5k", "synthetic")
 
@@ -26,10 +26,11 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-def _check_registered(what: str, name: str, registry) -> None:
+def _check_registered(what: str, name: str, registry) -> str:
     """Names come from their registries (one source of truth)."""
     if name not in registry:
         raise ValueError(f"unknown {what} {name!r}; known: {', '.join(sorted(registry))}")
+    return name
 
 
 class SyntheticConfig(_Section):
@@ -66,11 +67,15 @@ class DataConfig(_Section):
     )
     synthetic: SyntheticConfig = SyntheticConfig()
 
-    @model_validator(mode="after")
-    def _check_dataset(self) -> DataConfig:
+    @field_validator("partitioner")
+    @classmethod
+    def _registered_partitioner(cls, name: str) -> str:
         from fedforget.data.partition import PARTITIONERS
 
-        _check_registered("partitioner", self.partitioner, PARTITIONERS)
+        return _check_registered("partitioner", name, PARTITIONERS)
+
+    @model_validator(mode="after")
+    def _check_dataset(self) -> DataConfig:
         if self.dataset not in EMBEDDED_DATASETS and not (
             self.dataset.startswith("hf:") and len(self.dataset) > 3
         ):
@@ -85,11 +90,15 @@ class ModelConfig(_Section):
     name: str = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [128])
 
-    @model_validator(mode="after")
-    def _check_hidden(self) -> ModelConfig:
+    @field_validator("name")
+    @classmethod
+    def _registered_model(cls, name: str) -> str:
         from fedforget.models import MODELS
 
-        _check_registered("model", self.name, MODELS)
+        return _check_registered("model", name, MODELS)
+
+    @model_validator(mode="after")
+    def _check_hidden(self) -> ModelConfig:
         if any(h < 1 for h in self.hidden):
             raise ValueError("hidden sizes must be >= 1")
         return self
@@ -204,11 +213,17 @@ class OracleConfig(_Section):
                 data["lira"] = {**moved, **dict(data.get("lira") or {})}
         return data
 
+    @field_validator("attack")
+    @classmethod
+    def _registered_attack(cls, name: str) -> str:
+        from fedforget.oracle.attacks import ATTACKS
+
+        return _check_registered("attack", name, ATTACKS)
+
     @model_validator(mode="after")
     def _check_attack_tables(self) -> OracleConfig:
         from fedforget.oracle.attacks import ATTACKS
 
-        _check_registered("attack", self.attack, ATTACKS)
         for key, table in (self.model_extra or {}).items():
             if key not in ATTACKS:
                 raise ValueError(f"{key}: unknown key (not a registered attack)")
@@ -220,7 +235,7 @@ class OracleConfig(_Section):
                 e = err.errors()[0]
                 loc = ".".join(str(p) for p in e["loc"])
                 msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-                raise ValueError(f"{key}.{loc}: {msg}") from None
+                raise ValueError(f"{key}.{loc}: {msg}" if loc else f"{key}: {msg}") from None
         return self
 
     def attack_params(self) -> dict[str, Any]:

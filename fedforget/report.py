@@ -853,7 +853,7 @@ def _tpr_if_enough(run: Run, arm: str, rnd: float, client: int, metric: str) -> 
 EVENT_METRICS = ("fr", "mia_auc")
 # metrics of a withdrawn client read at the last round, with their bootstrap bounds where a run has them
 FINAL_METRICS = ("fr", "fr_fixed_fpr", "mia_auc", "forget_accuracy", "retain_accuracy", "witness_accuracy",
-                 "witness_mia_auc", "witness_fr", "over_unlearning")
+                 "witness_mia_auc", "witness_fr", "witness_fr_fixed_fpr", "over_unlearning")
 # global cost metrics of a method arm at its event round t (bytes shown as MB)
 COST_METRICS = ("cost_wall_s", "cost_client_steps", "cost_rounds", "cost_bytes_up", "cost_bytes_down",
                 "cost_server_storage_bytes", "speedup_steps", "speedup_bytes", "speedup_wall")
@@ -927,6 +927,7 @@ COLUMNS = (
            "with their planted label"),
     Column("witness AUC", "witness_mia_auc", kind="witness"),
     Column("witness FR", "witness_fr", kind="witness"),
+    Column("witness FR (fixed FPR)", "witness_fr_fixed_fpr", kind="witness"),
     Column("wall s", "cost_wall_s", 2, False, "wall-clock seconds of the unlearning step (retrain: of rounds "
            "1..t−1)", "cost", retrain_key="retrain_wall_s_to_event"),
     Column("client steps", "cost_client_steps", 0, False, "local optimisation steps run on clients (retrain: "
@@ -974,7 +975,7 @@ def _method_table(study: Study, client: int, event_round: int) -> str:
     signal = study.usable(client, "fr")
     per_arm = {a: [_row_values(r, a, client, T, event_round) for r in study.runs] for a in study.arms}
     has_witness = any(_finite(v[k]) for vs in per_arm.values() for v in vs
-                      for k in ("witness_accuracy", "witness_mia_auc", "witness_fr"))
+                      for k in ("witness_accuracy", "witness_mia_auc", "witness_fr", "witness_fr_fixed_fpr"))
     outcome_cols = [c for c in COLUMNS if c.kind in ("outcome", "delta") or (c.kind == "witness" and has_witness)]
     order = [a for a in (*study.methods, RETRAIN, ORIGINAL) if a in per_arm]
     rows, classes = [], []
@@ -1104,8 +1105,8 @@ def _client_section(study: Study, client: int, event_round: int) -> str:
     no_signal = all(s is False for s in study.signal(client))
     for metric, title, ylabel, hline, caption in spec:
         if metric == "fr" and no_signal:
-            out.append(_note(f"FR vs round not drawn for client {client}: {NO_SIGNAL} (the oracle did not see "
-                             "this client at calibration), so its FR is not a forgetting rate.", "warn"))
+            out.append(_note(f"{title}: not drawn, {NO_SIGNAL} (the oracle did not see this client at "
+                             "calibration), so its FR is not a forgetting rate.", "warn"))
             continue
         uri = _curve_figure(study, client, metric, title, ylabel, [event_round], hline)
         out.append(_figure(uri, title, caption) if uri else _note(f"No {ylabel} values for client {client}."))

@@ -33,13 +33,28 @@ def test_partitions_deterministic_and_seed_dependent(partitioner):
 @pytest.mark.parametrize("dataset", ["digits", "synthetic"])
 def test_splits_disjoint_and_cover_the_pool(dataset):
     fd = build_federated_data(cfg(dataset=dataset, partitioner="dirichlet"), seed=0)
-    all_ids = [fd.test_ids] + fd.train_ids + fd.holdout_ids
-    flat = np.concatenate(all_ids)
-    assert len(flat) == len(set(flat.tolist())) == len(fd.y)  # disjoint and complete
-    for tr, ho in zip(fd.train_ids, fd.holdout_ids):
-        assert not set(tr.tolist()) & set(ho.tolist())
+    splits = fd.splits()
+    # Every sample has exactly one role (disjoint and complete).
+    assert splits.sample_id.is_unique and sorted(splits.sample_id) == list(range(len(fd.y)))
+    assert set(splits.role) == {"train", "validation", "audit", "server_validation", "test"}
+    for c, (tr, ho) in enumerate(zip(fd.train_ids, fd.holdout_ids)):
         assert len(ho) >= 1
         assert abs(len(ho) / (len(tr) + len(ho)) - 0.2) < 0.1
+        va, au = fd.validation_ids[c], fd.audit_ids[c]
+        assert len(va) >= 1 and abs(len(au) - len(va)) <= 1  # default audit_share 0.5
+        mine = splits[splits.client == c]
+        assert set(mine[mine.role == "audit"].sample_id) == set(au.tolist())
+    n_test = len(fd.test_ids) + len(fd.server_validation_ids)
+    assert abs(len(fd.server_validation_ids) / n_test - 0.1) < 0.02
+
+
+def test_audit_share_moves_samples_between_validation_and_audit_only():
+    a = build_federated_data(cfg(audit_share=0.5), seed=0)
+    b = build_federated_data(cfg(audit_share=0.25), seed=0)
+    for c in range(a.num_clients):
+        assert np.array_equal(a.train_ids[c], b.train_ids[c])  # training does not depend on it
+        assert np.array_equal(a.holdout_ids[c], b.holdout_ids[c])
+        assert len(b.audit_ids[c]) < len(a.audit_ids[c])
 
 
 def test_pathological_clients_see_few_classes():
@@ -69,7 +84,8 @@ def test_hf_path_on_in_memory_dataset():
     raw = arrays_from_hf(datasets.DatasetDict({"train": split(120), "test": split(30)}))
     assert raw.x.shape == (150, 1, 6, 6) and raw.x.max() <= 1.0
     fd = build_federated_data(cfg(dataset="hf:dummy", num_clients=3), seed=0, raw=raw)
-    assert len(fd.test_ids) == 30 and set(fd.test_ids.tolist()) == set(range(120, 150))
+    assert set(fd.test_ids.tolist()) | set(fd.server_validation_ids.tolist()) == set(range(120, 150))
+    assert len(fd.server_validation_ids) == 3
 
 
 def test_hf_offline_gives_clear_error(monkeypatch):
@@ -91,5 +107,10 @@ def test_witness_canary_relabels_only_the_client():
     w = fd.witness_ids[1]
     assert set(w.tolist()) <= set(fd.train_ids[1].tolist())
     assert np.all(fd.y[w] != clean.y[w])
-    others = np.setdiff1d(np.arange(len(fd.y)), w)
+    # The same number planted the same way on audit samples (the witness non-members).
+    wa = fd.witness_audit_ids[1]
+    assert len(wa) == min(len(w), len(fd.audit_ids[1])) and set(wa.tolist()) <= set(fd.audit_ids[1].tolist())
+    assert np.all(fd.y[wa] != clean.y[wa])
+    others = np.setdiff1d(np.arange(len(fd.y)), np.r_[w, wa])
     assert np.array_equal(fd.y[others], clean.y[others])
+    assert fd.splits().query("witness").sample_id.sort_values().tolist() == sorted(np.r_[w, wa].tolist())

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -18,23 +19,40 @@ os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
 
 from fedforget.report import load_study, t_interval, write_report  # noqa: E402
 
-METHODS = ("forsaken", "pga")
+METHODS = ("forsaken", "pga", "none")
 ORACLE_KEYS = (
-    "fr", "fr_transition", "b_t", "n_forget", "mia_auc", "mia_balanced_accuracy", "tpr_at_1pct_fpr",
-    "tpr_at_0.1pct_fpr", "fr_lo", "fr_hi", "mia_auc_lo", "mia_auc_hi",
+    "fr", "fr_fixed_fpr", "fr_transition", "b_t", "n_forget", "n_nonmembers", "mia_auc", "mia_balanced_accuracy",
+    "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr", "fr_lo", "fr_hi", "mia_auc_lo", "mia_auc_hi",
 )
+N_NONMEMBERS = 1000  # enough for TPR at 1% FPR (>= 10 / 0.01), not at 0.1% (>= 10 / 0.001)
+CONTROL_AUC = {0: 0.72, 3: 0.58}  # calibration AUC of the controls: 0 has signal, 3 has none
+STEPS_PER_ROUND, BYTES_PER_ROUND, WALL_PER_ROUND = 60.0, 5.5e6, 2.0  # retraining's cost per round
 
 
-def _oracle_rows(rng: np.random.Generator, arm: str, rnd: int, client: int, auc: float, fr: float) -> list[tuple]:
+def _oracle_rows(rng: np.random.Generator, arm: str, rnd: float, client: int, auc: float, fr: float) -> list[tuple]:
     n = 100
     b_t = 60
     vals = {
-        "fr": fr, "fr_transition": min(1.0, fr + 0.05), "b_t": b_t, "n_forget": n, "mia_auc": auc,
+        "fr": fr, "fr_fixed_fpr": 0.9 * fr, "fr_transition": min(1.0, fr + 0.05), "b_t": b_t, "n_forget": n,
+        "n_nonmembers": N_NONMEMBERS, "mia_auc": auc,
         "mia_balanced_accuracy": 0.5 + (auc - 0.5) * 0.8, "tpr_at_1pct_fpr": max(0.0, (auc - 0.5) * 0.2),
         "tpr_at_0.1pct_fpr": max(0.0, (auc - 0.5) * 0.05), "fr_lo": fr - 0.08, "fr_hi": fr + 0.08,
         "mia_auc_lo": auc - 0.04, "mia_auc_hi": auc + 0.04,
     }
-    return [(arm, rnd, client, k, float(vals[k])) for k in ORACLE_KEYS]
+    return [(arm, float(rnd), client, k, float(vals[k])) for k in ORACLE_KEYS]
+
+
+def method_cost(method: str, i: int) -> dict[str, float]:
+    """The fake cost record of a method's unlearning step; ``none`` costs nothing."""
+    if method == "none":
+        return {"wall_s": 0.0, "client_steps": 0.0, "bytes_up": 0.0, "bytes_down": 0.0,
+                "server_storage_bytes": 0.0, "rounds": 0.0}
+    return {"wall_s": 0.5 + i, "client_steps": 60.0 * (i + 1), "bytes_up": 2.4e6 * (i + 1),
+            "bytes_down": 3.1e6, "server_storage_bytes": 1e5 * i, "rounds": float(i)}
+
+
+def _ratio(a: float, b: float) -> float:
+    return float("inf") if b == 0 else a / b
 
 
 def make_fake_run(
@@ -50,7 +68,14 @@ def make_fake_run(
     scores: bool = True,
     events: bool = True,
 ) -> Path:
-    """Write a synthetic finished run directory that follows the run-directory schema.
+    """Write a synthetic finished run directory in the run loop's layout.
+
+    Rounds are floats: whole round r is the models after round r's training;
+    ``event_round - 0.5`` is every arm right after the unlearning step (original
+    and retrain: their models after round ``event_round - 1``). The oracle is
+    calibrated on original at ``event_round - 1`` (rows for original only).
+    Method arms carry ``cost_*`` and ``speedup_*`` at the event round, retrain
+    the ``retrain_*_to_event`` / ``retrain_*_to_end`` yardstick.
 
     Parameters
     ----------
@@ -59,9 +84,10 @@ def make_fake_run(
     seed : int
         Seed of the synthetic values (and the scenario's ``seed``).
     over_unlearning : str, optional
-        A method whose ``over_unlearning`` flag is 1 from the event round on.
+        A method whose ``over_unlearning`` flag is 1 from the event on.
     scores : bool
-        Write ``scores.parquet`` (event and last round, every arm and watched client).
+        Write ``scores.parquet`` (right after unlearning and at the last round,
+        every arm and watched client).
     events : bool
         With ``False``, a run without withdrawal: original only, test accuracy.
 
@@ -74,52 +100,77 @@ def make_fake_run(
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     arms = ["original", "retrain", *methods] if events else ["original"]
+    half = event_round - 0.5
+    labels = [float(r) for r in range(rounds + 1)] + ([half] if events else [])
     rows: list[tuple] = []
-    # Global test accuracy: a rising curve; method arms dip at the event and recover.
+    # Global test accuracy: a rising curve; method arms dip right after unlearning and recover.
     for arm in arms:
-        for r in range(rounds + 1):
-            acc = 0.05 + 0.8 * (1 - np.exp(-r / 2)) + rng.normal(0, 0.01)
-            if arm in methods and r == event_round:
+        for r in labels:
+            trained = r if r.is_integer() else r - 0.5  # at t - 0.5: no training since round t - 1
+            acc = 0.05 + 0.8 * (1 - np.exp(-trained / 2)) + rng.normal(0, 0.01)
+            if arm in methods and arm != "none" and r == half:
                 acc -= 0.1
             rows += [(arm, r, None, "test_accuracy", acc), (arm, r, None, "test_loss", 3.0 * (1 - acc))]
     if events:
+        t = float(event_round)
+        yard = {
+            "steps": STEPS_PER_ROUND * (event_round - 1), "bytes": BYTES_PER_ROUND * (event_round - 1),
+            "wall_s": WALL_PER_ROUND * (event_round - 1),
+        }
+        for k, per in (("steps", STEPS_PER_ROUND), ("bytes", BYTES_PER_ROUND), ("wall_s", WALL_PER_ROUND)):
+            rows += [("retrain", t, None, f"retrain_{k}_to_event", yard[k]),
+                     ("retrain", t, None, f"retrain_{k}_to_end", per * rounds)]
         for i, m in enumerate(methods):
-            cost = {"wall_s": 0.5 + i, "client_steps": 60.0 * (i + 1), "bytes_up": 2.4e6 * (i + 1),
-                    "bytes_down": 3.1e6, "server_storage_bytes": 1e5 * i, "rounds": float(i)}
-            rows += [(m, event_round, None, f"cost_{k}", v) for k, v in cost.items()]
+            cost = method_cost(m, i)
+            rows += [(m, t, None, f"cost_{k}", v) for k, v in cost.items()]
+            rows += [
+                (m, t, None, "speedup_steps", _ratio(yard["steps"], cost["client_steps"])),
+                (m, t, None, "speedup_bytes", _ratio(yard["bytes"], cost["bytes_up"] + cost["bytes_down"])),
+                (m, t, None, "speedup_wall", _ratio(yard["wall_s"], cost["wall_s"])),
+            ]
         for arm in arms:
-            for r in range(rounds + 1):
-                gone = arm == "retrain" or (arm in methods and r >= event_round)
+            for r in labels:
+                gone = arm == "retrain" or (arm in methods and r >= half)
                 forget = 0.7 if gone else 0.95
                 rows += [(arm, r, withdrawn, "forget_accuracy", forget + rng.normal(0, 0.01)),
                          (arm, r, withdrawn, "retain_accuracy", 0.9 + rng.normal(0, 0.01))]
-        # Calibration model (original, event - 1): the oracle sees the client.
-        rows += _oracle_rows(rng, "original", event_round - 1, withdrawn, 0.78 + rng.normal(0, 0.01), 0.0)
+        # Calibration model (original, event - 1): the oracle sees the client (and control 0, not 3).
+        cal_auc = 0.78 + rng.normal(0, 0.01)
+        rows += _oracle_rows(rng, "original", event_round - 1, withdrawn, cal_auc, 0.0)
         for c in controls:
-            rows += _oracle_rows(rng, "original", event_round - 1, c, 0.6, 0.0)
+            rows += _oracle_rows(rng, "original", event_round - 1, c, CONTROL_AUC.get(c, 0.6), 0.0)
         target = {"original": (0.79, 0.02), "retrain": (0.51, 0.85)}
         target.update({m: (0.55 - 0.03 * i, 0.7 + 0.1 * i) for i, m in enumerate(methods)})
+        # Right after the unlearning step: original unchanged since calibration; methods forgot less
+        # than they will after the later rounds.
+        at_event = {"original": (cal_auc, 0.0), "retrain": target["retrain"]}
+        at_event.update({m: (0.62 - 0.03 * i, 0.45 + 0.1 * i) for i, m in enumerate(methods)})
         for arm in arms:
-            for r in range(event_round, rounds + 1):
-                auc, fr = target[arm]
+            for r in [half, *(float(x) for x in range(event_round, rounds + 1))]:
+                auc, fr = at_event[arm] if r == half else target[arm]
                 rows += _oracle_rows(rng, arm, r, withdrawn, auc + rng.normal(0, 0.01), fr + rng.normal(0, 0.02))
                 for c in controls:
-                    rows += _oracle_rows(rng, arm, r, c, 0.6 + rng.normal(0, 0.01), rng.normal(0.02, 0.02))
+                    rows += _oracle_rows(rng, arm, r, c, CONTROL_AUC.get(c, 0.6) + rng.normal(0, 0.01),
+                                         rng.normal(0.02, 0.02))
                 if arm in methods:
                     rows.append((arm, r, withdrawn, "over_unlearning", float(arm == over_unlearning)))
-        # Method arms share original's prefix (as the server writes them).
-        prefix = [r for r in rows if r[0] == "original" and r[1] < event_round and r[2] is not None]
+        # Method arms exist from the event on and share original's prefix (rounds
+        # <= t - 1, calibration rows included), as the run loop writes them; the
+        # report reads the calibration point from original.
+        prefix = [r for r in rows if r[0] == "original" and r[1] < half]
+        rows = [r for r in rows if not (r[0] in methods and r[1] < half)]
         rows += [(m, *r[1:]) for m in methods for r in prefix]
     df = pd.DataFrame(rows, columns=["arm", "round", "client", "metric", "value"])
+    df["round"] = df["round"].astype(float)
     df["client"] = df["client"].astype("Int64")
     df.to_parquet(out / "metrics.parquet", index=False)
 
     if events and scores:
         frames = []
         for arm in arms:
-            for r in (event_round, rounds):
+            for r in (half, float(rounds)):
                 for c in (withdrawn, *controls):
-                    auc = target[arm][0] if c == withdrawn else 0.6
+                    auc = (at_event if r == half else target)[arm][0] if c == withdrawn else CONTROL_AUC.get(c, 0.6)
                     shift = np.sqrt(2) * _norm_ppf(auc)  # equal-variance normals with this AUC
                     n = 100
                     score = np.r_[rng.normal(shift, 1, n), rng.normal(0, 1, n)]
@@ -209,6 +260,14 @@ def test_weak_signal_missing_scores_and_nan(tmp_path):
     assert "n/a" in text
     visible = re.sub(r'src="data:[^"]*"', "", text)  # base64 may contain any letters
     assert not re.search(r"\bnan\b", visible, re.IGNORECASE)
+    # no signal: every FR cell of the client says so instead of showing a forgetting rate
+    table = method_table(text)
+    for arm in (*METHODS, "retrain (reference)", "original (reference)"):
+        row = table[arm]
+        assert row["FR at the event"] == row["final FR"] == row["FR (fixed FPR)"] == "no signal"
+        assert re.fullmatch(r"0\.\d{3} \[0\.\d{3}, 0\.\d{3}\]", row["final MIA AUC"])
+    assert "client 2: forgetting rate (FR) vs round: not drawn, no signal" in text
+    assert text.count("<img ") == 2  # test accuracy and MIA AUC; no FR curve, no ROC
 
 
 def test_run_without_events(tmp_path):
@@ -265,3 +324,174 @@ def rendered_figures(report: Path, tmp_path: Path) -> tuple[int, int]:
 def test_figures_render_in_headless_chromium(single_report, tmp_path):
     rendered, total = rendered_figures(single_report, tmp_path)
     assert rendered == total > 0
+
+
+# ------------------------------------------------------------- the new layout
+
+
+class _Tables(HTMLParser):
+    """Every <table> of a page as a list of rows of cell texts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr" and self.tables:
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None and self.tables and self.tables[-1]:
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def tables(text: str) -> list[list[list[str]]]:
+    parser = _Tables()
+    parser.feed(text)
+    return parser.tables
+
+
+def table_with(text: str, header: str) -> dict[str, dict[str, str]]:
+    """The first table having a column ``header``: first cell -> {header: cell}."""
+    for rows in tables(text):
+        if rows and header in rows[0]:
+            return {r[0]: dict(zip(rows[0], r, strict=True)) for r in rows[1:]}
+    raise AssertionError(f"no table with a column {header!r}")
+
+
+def method_table(text: str) -> dict[str, dict[str, str]]:
+    return table_with(text, "FR at the event")
+
+
+def cost_table(text: str) -> dict[str, dict[str, str]]:
+    return table_with(text, "speed-up, steps (×)")
+
+
+def metric_value(run: Path, arm: str, rnd: float, client: int | None, metric: str) -> float:
+    df = pd.read_parquet(run / "metrics.parquet")
+    sel = (df.arm == arm) & (df["round"] == rnd) & (df.metric == metric)
+    sel &= df.client.isna() if client is None else (df.client == client)
+    (value,) = df.loc[sel, "value"].to_numpy()
+    return float(value)
+
+
+def test_rounds_are_floats_with_the_half_point(single_report):
+    study = load_study(single_report.parent)
+    assert study.last_round == 6.0
+    assert 3.5 in study.band("forsaken", 2, "fr").index
+    assert 3.5 in study.band("original", -1, "test_accuracy").index
+    scores = study.runs[0].scores
+    assert scores is not None and ("forsaken", 3.5, 2) in scores
+    text = single_report.read_text()
+    assert "round 3.5, right after the unlearning step" in text
+
+
+def test_fr_at_event_comes_from_the_half_round(single_report):
+    run = single_report.parent
+    table = method_table(single_report.read_text())
+    for arm in METHODS:
+        row = table[arm]
+        for header, metric in (("FR at the event", "fr"), ("MIA AUC at the event", "mia_auc")):
+            at_step = f"{metric_value(run, arm, 3.5, 2, metric):.3f}"
+            at_round = f"{metric_value(run, arm, 4.0, 2, metric):.3f}"
+            assert at_step != at_round  # the fake makes them differ
+            assert row[header].startswith(at_step + " ["), (arm, header, row[header], at_step)
+        # the final columns still come from the last round
+        assert row["final FR"].startswith(f"{metric_value(run, arm, 6.0, 2, 'fr'):.3f} [")
+        assert row["FR (fixed FPR)"] == f"{metric_value(run, arm, 6.0, 2, 'fr_fixed_fpr'):.3f}"
+        assert row["test acc"] == f"{metric_value(run, arm, 6.0, None, 'test_accuracy'):.3f}"
+        # TPR at FPR f only with >= 10 / f non-members (the fake has 1,000)
+        assert re.fullmatch(r"0\.\d{3}", row["TPR @ 1% FPR"]) and row["TPR @ 0.1% FPR"] == "n/a"
+
+
+def test_speedups_and_retrain_yardstick(single_report):
+    run = single_report.parent
+    text = single_report.read_text()
+    costs = cost_table(text)
+    for i, m in enumerate(METHODS):
+        for header, metric in (("speed-up, steps (×)", "speedup_steps"), ("speed-up, bytes (×)", "speedup_bytes"),
+                               ("speed-up, wall (×)", "speedup_wall")):
+            v = metric_value(run, m, 4.0, None, metric)
+            assert costs[m][header] == ("∞" if v == np.inf else f"{v:.1f}"), (m, header)
+        assert costs[m]["client steps"] == f"{method_cost(m, i)['client_steps']:,.0f}"
+    assert [costs["none"][h] for h in ("speed-up, steps (×)", "speed-up, bytes (×)", "speed-up, wall (×)")] == [
+        "∞", "∞", "∞"]
+    assert costs["forsaken"]["speed-up, steps (×)"] == "3.0" and costs["pga"]["speed-up, wall (×)"] == "4.0"
+    retrain = costs["retrain (to the event)"]
+    assert retrain["client steps"] == "180" and retrain["MB total"] == "16.50" and retrain["wall s"] == "6.00"
+    assert retrain["speed-up, steps (×)"] == "—"
+    assert "Retraining to the end of the run (round 6): 360 client steps, 33.00 MB, 12.00 wall s." in text
+    assert "recovery rounds excluded" not in text
+
+
+def test_interval_labels_single_and_multi_seed(single_report, tmp_path):
+    single = single_report.read_text()
+    assert "oracle-sampling interval (model fixed)" in single
+    assert "understate" in single and "--seeds N" in single
+    caption = method_table_caption(single)
+    assert "oracle-sampling interval (model fixed)" in caption
+    root = tmp_path / "multi"
+    for s in range(3):
+        make_fake_run(root / f"seed-{s}", seed=s)
+    multi = write_report(root).read_text()
+    assert "across-seed 95% interval" in method_table_caption(multi)
+    assert "oracle-sampling" not in method_table_caption(multi)
+    costs = cost_table(multi)
+    assert costs["none"]["speed-up, steps (×)"] == "∞"
+    assert costs["forsaken"]["speed-up, steps (×)"] == "3.0 ± 0.0"
+    assert re.fullmatch(r"0\.\d{3} ± 0\.\d{3}", method_table(multi)["forsaken"]["FR at the event"])
+
+
+def method_table_caption(text: str) -> str:
+    m = re.search(r"&quot;At the event&quot;: .*?</p>", text)
+    assert m, "no caption under the methods table"
+    return m.group(0)
+
+
+def test_how_to_read_section(single_report):
+    section = single_report.read_text().split("How to read this report", 1)[1]
+    assert "fr_fixed_fpr" in section
+    assert "(A<sub>F</sub> − B<sub>F</sub>) / B<sub>T</sub>" in section
+    assert "t − 0.5" in section and "rounds 1..t − 1" in section
+    assert "10/f" in section and "no signal" in section
+    assert "recovery rounds excluded" not in section
+
+
+def test_controls_without_signal_and_any_arm(tmp_path):
+    run = make_fake_run(tmp_path / "run")
+    df = pd.read_parquet(run / "metrics.parquet")
+    extra = df[df.arm == "original"].assign(arm="another-arm")
+    pd.concat([df, extra], ignore_index=True).to_parquet(run / "metrics.parquet", index=False)
+    study = load_study(run)
+    assert "another-arm" in study.arms  # arms are whatever arms the metrics hold
+    text = write_report(run).read_text()
+    controls = table_with(text, "client 3 FR")
+    for arm, row in controls.items():
+        assert row["client 3 FR"] == row["client 3 FR (fixed FPR)"] == "no signal"  # calibration AUC 0.58
+        assert re.fullmatch(r"-?0\.\d{3} \[-?0\.\d{3}, -?0\.\d{3}\]", row["client 0 FR"]), arm
+    assert "another-arm" in controls
+
+
+def test_multi_seed_partial_signal(tmp_path):
+    root = tmp_path / "multi"
+    for s in range(3):
+        run = make_fake_run(root / f"seed-{s}", seed=s, scores=False)
+        if s == 0:
+            df = pd.read_parquet(run / "metrics.parquet")
+            sel = (df.arm == "original") & (df["round"] == 3) & (df.client == 2) & (df.metric == "mia_auc")
+            df.loc[sel, "value"] = 0.52
+            df.to_parquet(run / "metrics.parquet", index=False)
+    text = write_report(root).read_text()
+    assert "In 1 of 3 seeds that AUC is below 0.65" in text
+    cell = method_table(text)["forsaken"]["final FR"]
+    assert re.fullmatch(r"0\.\d{3} ± 0\.\d{3} \(2 of 3 seeds; 1 no signal\)", cell), cell
