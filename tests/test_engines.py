@@ -86,5 +86,5 @@ def test_client_evaluate_reports_on_its_held_out_part(tiny_scenario):
     content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "config": ConfigRecord({"sc": 0})})
     (reply,) = grid.send_and_receive([Message(content=content, message_type=MessageType.EVALUATE, dst_node_id=node)])
     m = reply.content["metrics"]
-    assert m["num-examples"] == len(fd.holdout_ids[2])
+    assert m["num-examples"] == len(fd.validation_ids[2])  # its private validation part, never the audit part
     assert 0.0 <= m["eval-accuracy"] <= 1.0 and m["eval-loss"] > 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -307,24 +309,23 @@ def test_one_step_lowers_kl(trained) -> None:
     assert kl1 < kl0
 
 
-def test_generator_learns_on_second_step(trained) -> None:
-    model = copy.deepcopy(trained["model"])
-    names = forsaken.mask_parameter_names(model)
-    ref = forsaken.class_reference_distribution(model, *trained["nonmember"], 4)
-    params = dict(model.named_parameters())
-    opt = forsaken.MaskGradientOptimizer(seed=0)
-    snapshots = [[p.detach().clone() for p in opt.generator.parameters()]]
-    for _ in range(2):
-        g_f, _ = forsaken.forgetting_gradient(model, names, *trained["forget"], ref)
-        g_r, r_loss = forsaken.retention_gradient(model, names, *trained["retain"])
-        new = opt.step({n: params[n].detach().clone() for n in names}, g_f, g_r, r_loss)
-        with torch.no_grad():
-            for n in names:
-                params[n].copy_(new[n])
-        snapshots.append([p.detach().clone() for p in opt.generator.parameters()])
-    assert all(torch.equal(a, b) for a, b in zip(snapshots[0], snapshots[1]))  # nothing to learn yet
-    assert any(not torch.equal(a, b) for a, b in zip(snapshots[1], snapshots[2]))
-    assert opt.history[0]["generator_loss"] is None and opt.history[1]["generator_loss"] is not None
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 9: the learned generator does not beat its own starting point (m = g); "
+    "strict, so this test starts failing as soon as it does and the marker must go",
+)
+def test_learned_generator_beats_its_frozen_start(trained) -> None:
+    """The generator's learning must matter: the same loop with the generator
+    frozen at its initialisation (lr ~ 0, i.e. normalised gradient descent)
+    must end measurably further from forgetting (higher forget KL)."""
+    runs = {}
+    for name, lr in (("learned", 1e-3), ("frozen", 1e-12)):
+        _, info = forsaken.forsaken_unlearn_local(
+            copy.deepcopy(trained["model"]), trained["forget"], trained["nonmember"], trained["retain"],
+            steps=30, seed=0, lr=lr,
+        )
+        runs[name] = info["final_kl"]
+    assert runs["learned"] < 0.9 * runs["frozen"], runs
 
 
 def test_generator_deterministic_init() -> None:
@@ -362,7 +363,15 @@ def test_forsaken_local_touches_only_mask(trained) -> None:
     # recorded, it is not guaranteed to fall for this objective)
     with torch.no_grad():
         assert float(F.cross_entropy(model(x_f), y_f)) > loss_before + 0.05
-    assert info["auc"][-1][0] == 30 and 0.0 <= info["auc"][-1][1] <= 1.0
+    assert info["auc"][-1][0] == 30
+    # the self-check is the loss-AUC of forget vs validation data, recomputed here
+    from sklearn.metrics import roc_auc_score
+
+    with torch.no_grad():
+        s_f = -F.cross_entropy(model(x_f), y_f, reduction="none")
+        s_v = -F.cross_entropy(model(trained["holdout"][0]), trained["holdout"][1], reduction="none")
+    expected = roc_auc_score(np.r_[np.ones(len(s_f)), np.zeros(len(s_v))], torch.cat([s_f, s_v]).numpy())
+    assert info["auc"][-1][1] == pytest.approx(expected, abs=1e-9)
 
 
 def test_retain_weighted_mode_requires_loss(trained) -> None:

@@ -4,6 +4,7 @@ and the metrics table; each method once through a local (Flower-free) handle."""
 from collections import defaultdict
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -70,16 +71,84 @@ def test_metrics_cover_every_arm_round_and_client(withdrawal_run):
     assert set(df.arm) == {"original", "retrain", *ALL}
     for arm in set(df.arm):
         sel = df[(df.arm == arm) & (df.metric == "test_accuracy")]
-        assert sorted(sel["round"]) == list(range(sc.train.rounds + 1)), arm
+        # whole rounds, plus t - 0.5: every arm right after the unlearning step
+        assert sorted(sel["round"]) == [0, 1, 2, 2.5, 3, 4, 5], arm
         for metric in ("forget_accuracy", "retain_accuracy", "witness_accuracy"):
             s = df[(df.arm == arm) & (df.metric == metric)]
-            assert set(s.client) == {1} and len(s) == sc.train.rounds + 1, (arm, metric)
+            assert set(s.client) == {1} and len(s) == sc.train.rounds + 2, (arm, metric)
     l2 = df[df.metric == "l2_to_retrain"].set_index(["arm", "round"]).value
     assert (l2.loc["retrain"] == 0).all() and (l2.loc["original"] > 0).all()
     # method arms share original's prefix exactly
-    pre = df[df["round"] < 3].set_index(["arm", "round", "client", "metric"]).value
+    pre = df[df["round"] <= 2].set_index(["arm", "round", "client", "metric"]).value
     for name in ALL:
         np.testing.assert_array_equal(pre.loc[name].sort_index().to_numpy(), pre.loc["original"].sort_index().to_numpy())
+
+
+def test_every_arm_has_the_same_number_of_regular_rounds(withdrawal_run):
+    """Fair contest: at every round label, every arm has had the same number of
+    regular rounds (method arms share original's prefix, then train each round
+    once; work inside their unlearning step is tagged e<t>, not a round)."""
+    sc, _, events = withdrawal_run
+    rounds = defaultdict(set)
+    for m in train_messages(events):
+        if m["round"].isdigit():
+            rounds[m["arm"]].add(int(m["round"]))
+    assert rounds["original"] == rounds["retrain"] == set(range(1, sc.train.rounds + 1))
+    for name in ALL:
+        assert rounds[name] == set(range(3, sc.train.rounds + 1)), name  # 1..2 are original's prefix
+    # work inside a step is never labelled as a regular round
+    inside = {m["round"] for m in train_messages(events) if not m["round"].isdigit()}
+    assert inside and all(":e3:" in r for r in inside)
+
+
+def test_unlearned_audit_sits_between_the_event_rounds(withdrawal_run):
+    _, res, _ = withdrawal_run
+    df = res.metrics
+    v = df[(df.metric == "forget_accuracy") & (df.client == 1)].set_index(["arm", "round"]).value
+    # original and retrain are unchanged between t-1 and t-0.5; none too (it does nothing)
+    for arm in ("original", "retrain", "none"):
+        assert v[(arm, 2.5)] == v[(arm, 2.0)], arm
+    # a method that does something shows its step alone at t - 0.5
+    assert v[("pga", 2.5)] != v[("pga", 2.0)]
+    fr = df[(df.metric == "fr") & (df.client == 1)].set_index(["arm", "round"]).value
+    assert fr[("none", 2.5)] == 0.0 and fr[("original", 2.5)] == 0.0
+
+
+def test_speedups_divide_retraining_to_the_event(withdrawal_run):
+    _, res, events = withdrawal_run
+    g = res.metrics[res.metrics.client.isna() & (res.metrics["round"] == 3)].pivot_table(
+        index="arm", columns="metric", values="value")
+    ref_steps = g.loc["retrain", "retrain_steps_to_event"]
+    # rounds 1..2 of retrain: 3 clients sampled of 4, minus client 1 when sampled
+    steps = sum(int(m["round"]) <= 2 for m in train_messages(events) if m["arm"] == "retrain")
+    assert ref_steps > 0 and steps > 0
+    assert g.loc["retrain", "retrain_steps_to_end"] > ref_steps
+    for name in ALL:
+        cost = g.loc[name]
+        expected = np.inf if cost["cost_client_steps"] == 0 else ref_steps / cost["cost_client_steps"]
+        assert cost["speedup_steps"] == pytest.approx(expected), name
+        bytes_ = cost["cost_bytes_up"] + cost["cost_bytes_down"]
+        assert cost["speedup_bytes"] == pytest.approx(np.inf if bytes_ == 0 else g.loc["retrain", "retrain_bytes_to_event"] / bytes_)
+        assert cost["speedup_wall"] > 0
+    assert g.loc["none", "speedup_steps"] == np.inf and g.loc["none", "speedup_wall"] == np.inf
+    assert any(e["event"] == "yardstick" for e in events)
+
+
+def test_none_does_not_depend_on_recovery_rounds(tmp_path):
+    """recovery_rounds only says how many regular rounds follow a method's
+    recovery protocol; for plain FedAvg recovery (``none``'s) nothing changes."""
+    from tests.conftest import tiny
+
+    frames = []
+    for k in (0, 1, 3):
+        sc = tiny(train={"rounds": 5}, events=[{"round": 3, "client": 1}],
+                  unlearning={"methods": ["none"], "recovery_rounds": k}, oracle={"n_boot": 10})
+        df = fedforget.run(sc, out=tmp_path / f"r{k}").metrics
+        df = df[(df.arm == "none") & ~df.metric.str.startswith(("cost_wall", "speedup_wall"))]
+        frames.append(df.sort_values(["round", "client", "metric"]).reset_index(drop=True))
+    pd.testing.assert_frame_equal(frames[0], frames[1])
+    pd.testing.assert_frame_equal(frames[0], frames[2])
+    assert (frames[0].metric == "fr").any()
 
 
 def test_cost_records(withdrawal_run):
@@ -171,7 +240,7 @@ class LocalFederation:
     def history(self):
         return []
 
-    def test_accuracy(self, model):
+    def validation_accuracy(self, model):
         return 1.0
 
     def self_check(self, model):
@@ -212,7 +281,7 @@ def test_forsaken_method_changes_only_the_mask_and_lowers_the_kl():
     clients = _clients()
     model = _trained_mlp(clients)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    ref = class_reference_distribution(model, clients[0].x_holdout, clients[0].y_holdout, 4)
+    ref = class_reference_distribution(model, clients[0].x_validation, clients[0].y_validation, 4)
     with torch.no_grad():
         kl0 = float(forgetting_kl(model, clients[0].x_train, clients[0].y_train, ref))
     fed = LocalFederation(lambda: _trained_mlp(clients), clients, [0], 4)
@@ -257,3 +326,53 @@ def test_registry_lists_every_method_with_defaults():
         assert METHODS[name].summary and METHODS[name].needs
     with pytest.raises(ValueError, match="unknown unlearning method"):
         get_method("magic")
+
+
+def test_oracle_nonmembers_method_inputs_and_training_data_are_disjoint(tmp_path, monkeypatch):
+    """Data roles: record every sample the unlearning steps read (client ops and
+    server guards, through FederatedData.tensors in this one-process engine) and
+    check it against splits.parquet: never an audit or test sample; and the
+    oracle's non-members are never trained on nor read by a method."""
+    from fedforget.data.federated import FederatedData
+    from fedforget.flower.scenario_run import ScenarioRun
+    from tests.conftest import tiny
+
+    read: list[np.ndarray] = []
+    inside = {"step": False}
+    tensors, unlearn, init = FederatedData.tensors, ScenarioRun.unlearn, ScenarioRun.__init__
+
+    def spy_tensors(self, ids):
+        if inside["step"]:
+            read.append(np.asarray(ids, dtype=np.int64))
+        return tensors(self, ids)
+
+    def spy_unlearn(self, *a, **k):
+        inside["step"] = True
+        try:
+            return unlearn(self, *a, **k)
+        finally:
+            inside["step"] = False
+
+    def spy_init(self, *a, **k):
+        init(self, *a, **k)
+        # the guard's data: what validation_accuracy evaluates on
+        read.append(self.fd.server_validation_ids)
+        assert torch.equal(self._server_validation[1], torch.from_numpy(self.fd.y[self.fd.server_validation_ids]))
+
+    monkeypatch.setattr(FederatedData, "tensors", spy_tensors)
+    monkeypatch.setattr(ScenarioRun, "unlearn", spy_unlearn)
+    monkeypatch.setattr(ScenarioRun, "__init__", spy_init)
+    sc = tiny(train={"rounds": 3}, events=[{"round": 2, "client": 1, "witness": "canary"}],
+              unlearning={"methods": ALL, "recovery_rounds": 0, "forsaken": {"steps": 2, "check_every": 1}},
+              oracle={"n_boot": 5})
+    res = fedforget.run(sc, out=tmp_path / "roles")
+    splits = pd.read_parquet(res.run_dir / "splits.parquet")
+    role = dict(zip(splits.sample_id, splits.role))
+    method_inputs = np.unique(np.concatenate(read))
+    assert len(method_inputs) > 0
+    assert {role[i] for i in method_inputs} <= {"train", "validation", "server_validation"}
+    scores = pd.read_parquet(res.run_dir / "scores.parquet")
+    nonmembers = set(scores[~scores.member].sample_id)
+    assert {role[i] for i in nonmembers} <= {"audit", "test"}
+    assert not nonmembers & set(method_inputs.tolist())
+    assert not nonmembers & set(splits[splits.role == "train"].sample_id)

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from flwr.serverapp import Grid
 
 from fedforget.config import Scenario
 from fedforget.data import federated_data_for
@@ -81,8 +82,13 @@ class RoundCost:
     wall_s: float
 
 
-def _speedup(reference: float, cost: float) -> float:
-    return float("inf") if cost <= 0 else reference / cost
+#: Steps shorter than this are timer noise (``none`` takes microseconds): their
+#: wall-clock speed-up is reported as infinite, like their zero steps and bytes.
+WALL_RESOLUTION_S = 1e-3
+
+
+def _speedup(reference: float, cost: float, resolution: float = 0.0) -> float:
+    return float("inf") if cost <= resolution else reference / cost
 
 
 class ScenarioRun:
@@ -90,15 +96,18 @@ class ScenarioRun:
 
     def __init__(
         self,
-        runtime: FederationRuntime,
+        grid: Grid,
         scenario: Scenario,
         writer: RunWriter,
         progress: ProgressFn | None = None,
+        scenario_index: int = 0,
     ) -> None:
         self.sc = sc = scenario
         self.writer = writer
         self.progress = progress
-        self.runtime = runtime
+        self.grid = grid
+        self.scenario_index = scenario_index
+        self.runtime: FederationRuntime | None = None  # connected in start()
         self.fd = fd = federated_data_for(sc)
         self.methods: dict[str, UnlearningMethod] = {
             name: get_method(name, method_params(sc, name)) for name in sc.unlearning.methods
@@ -176,6 +185,9 @@ class ScenarioRun:
             test_size=len(fd.test_ids), parameters=sum(p.numel() for p in init.parameters()),
         )
         self.writer.table("splits", fd.splits())
+        self.runtime = FederationRuntime(
+            self.grid, sc.seed, sc.data.num_clients, sc.train.fraction, self.writer, self.scenario_index
+        )
         deletions = [i for i, ev in enumerate(sc.events) if not ev.withdraws]
         for a in initial_arms(list(self.methods), sc.withdrawn_clients(), bool(sc.events), deletions):
             self.arms[a.name] = ArmState(a, clone_state(init.state_dict()))
@@ -270,7 +282,7 @@ class ScenarioRun:
             speedups[name] = {
                 "speedup_steps": _speedup(ref.steps, cost.client_steps),
                 "speedup_bytes": _speedup(ref.bytes, cost.bytes_up + cost.bytes_down),
-                "speedup_wall": _speedup(ref.wall_s, cost.wall_s),
+                "speedup_wall": _speedup(ref.wall_s, cost.wall_s, WALL_RESOLUTION_S),
             }
             for key, value in speedups[name].items():
                 self.writer.metric(name, rnd, None, key, value)
@@ -342,7 +354,7 @@ class ScenarioRun:
         if self.membership is not None:
             for name, st in self.arms.items():
                 self.record(self.membership.evaluate(name, label, self.model_of(st.state), self.score_rounds()))
-        if label == int(label):
+        if label >= 1 and label == int(label):
             self.writer.event("round_end", round=int(label), test_accuracy=accs)
         return accs
 
@@ -367,8 +379,3 @@ class ScenarioRun:
                 self.writer.scores(frame)
 
 
-def run_scenario_over(runtime: FederationRuntime, scenario: Scenario, writer: RunWriter,
-                      progress: ProgressFn | None = None) -> None:
-    """Run one scenario's protocol over an existing federation runtime."""
-    torch.set_num_threads(max(1, int(scenario.runtime.num_cpus)))
-    ScenarioRun(runtime, scenario, writer, progress).run()

@@ -12,13 +12,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedforget.config import Scenario
 from fedforget.flower.client_app import scenario_from_context
-from fedforget.flower.federation import FederationRuntime
-from fedforget.flower.scenario_run import ProgressFn, run_scenario_over
+from fedforget.flower.scenario_run import ProgressFn, ScenarioRun
 from fedforget.results import RunWriter
 
 
@@ -33,9 +33,9 @@ def run_scenario(
     writer = RunWriter(out_dir, scenario.to_toml())
     ok = False
     try:
-        sc = scenario
-        runtime = FederationRuntime(grid, sc.seed, sc.data.num_clients, sc.train.fraction, writer, scenario_index)
-        run_scenario_over(runtime, sc, writer, progress)
+        # Same thread count on the server as on the clients (bit-identical engines).
+        torch.set_num_threads(max(1, int(scenario.runtime.num_cpus)))
+        ScenarioRun(grid, scenario, writer, progress, scenario_index).run()
         ok = True
     except BaseException as err:
         writer.event("error", kind=type(err).__name__, message=str(err))
