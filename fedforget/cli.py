@@ -67,16 +67,41 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_methods(args: argparse.Namespace) -> int:
-    from fedforget.unlearning import METHODS
+METHODS_PREAMBLE = """\
+Each method runs as its own arm. Its unlearning step happens between rounds t-1
+and t of a withdrawal at round t; everything it does there is its cost (cost_*
+metrics: wall s, client steps, bytes up/down, server storage, rounds). Every arm
+then trains the same regular rounds t..T. Speed-ups divide retraining's cost to
+the event (the retrain arm's rounds 1..t-1: client steps, bytes, wall s) by the
+method's cost: speedup_steps, speedup_bytes, speedup_wall (inf: it cost nothing).
+"""
 
+
+def _print_params(params_cls, indent: str = "  ") -> None:
+    for field, info in params_cls.model_fields.items():
+        desc = f" - {info.description}" if info.description else ""
+        print(f"{indent}{field} = {info.default!r}{desc}")
+
+
+def _cmd_methods(args: argparse.Namespace) -> int:
+    from fedforget.oracle.attacks import ATTACKS
+    from fedforget.unlearning import METHODS, UnlearningMethod
+
+    print(METHODS_PREAMBLE)
+    print("Methods ([unlearning.<method>] tables):")
     for name in sorted(METHODS):
         cls = METHODS[name]
         print(f"{name}: {cls.summary}")
         print(f"  needs: {cls.needs}")
-        for field, info in cls.Params.model_fields.items():
-            desc = f" - {info.description}" if info.description else ""
-            print(f"  {field} = {info.default!r}{desc}")
+        plain = cls.recovery_epochs is UnlearningMethod.recovery_epochs
+        print("  recovery: " + ("plain FedAvg (unlearning.recovery_rounds changes nothing)" if plain
+                                else "its own protocol for the first unlearning.recovery_rounds rounds"))
+        _print_params(cls.Params)
+    print("\nOracle attacks (oracle.attack; parameters in [oracle.<attack>] tables):")
+    for name in sorted(ATTACKS):
+        cls = ATTACKS[name]
+        print(f"{name}: {(cls.__doc__ or '').strip().splitlines()[0]}")
+        _print_params(cls.Params)
     return 0
 
 
@@ -98,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="(re)build report.html of a run directory")
     rep.add_argument("run_dir")
     rep.set_defaults(func=_cmd_report)
-    m = sub.add_parser("methods", help="list unlearning methods, their parameters and defaults")
+    m = sub.add_parser("methods", help="list unlearning methods and oracle attacks, their parameters and defaults")
     m.set_defaults(func=_cmd_methods)
     return p
 

@@ -55,7 +55,7 @@ class FedForgetStrategy(FedAvg):
 
     def sample(self, round_tag: int | str, exclude: set[int] = frozenset(), seed: int | None = None) -> list[int]:
         """Partition ids sampled for ``round_tag`` minus ``exclude`` (``seed``
-        overrides the scenario seed, for shadow federations)."""
+        overrides the scenario seed, for the oracle's reference federations)."""
         seed = self.seed if seed is None else seed
         return sample_clients(seed, round_tag, self.num_clients, self.fraction_train, exclude)
 

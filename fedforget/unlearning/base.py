@@ -145,7 +145,7 @@ class Federation(Protocol):
 
     def self_check(self, model: nn.Module) -> float:
         """The withdrawing clients' own loss-based membership AUC of their train
-        part against their held-out part (computed and reported by the clients;
+        part against their validation part (computed and reported by the clients;
         the mean over withdrawing clients, weighted by their sizes); computed
         against the clients' validation parts, never the oracle's audit data."""
 

@@ -306,7 +306,7 @@ def retention_gradient(
 def self_check_auc(
     model: nn.Module, x_forget: Tensor, y_forget: Tensor, x_validation: Tensor, y_validation: Tensor
 ) -> float:
-    """Loss-based membership AUC of forget data (label 1) vs held-out data (label 0).
+    """Loss-based membership AUC of forget data (label 1) vs validation data (label 0).
 
     The withdrawing client computes and reports this; 0.5 means its data looks like
     unseen data to a population loss attack.
@@ -736,7 +736,7 @@ class ForsakenParams(MethodParams):
 
 
 def _op_reference(model: nn.Module, data: ClientData, arrays: dict, config: dict[str, Any]) -> ClientReply:
-    """Client: class-conditional non-member reference from its held-out part."""
+    """Client: class-conditional non-member reference from its validation part."""
     if len(data.y_validation) == 0:
         raise ValueError("forsaken needs a validation part on the withdrawing client (data.holdout_fraction > 0 and data.audit_share < 1)")
     ref = class_reference_distribution(model, data.x_validation, data.y_validation, data.num_classes)

@@ -230,7 +230,7 @@ class PGAParams(MethodParams):
     lr: float = Field(0.01, gt=0, description="gradient-ascent step size")
     epochs: int = Field(5, ge=1, description="maximum passes over the client's data")
     batch_size: int = Field(32, ge=1)
-    min_accuracy: float = Field(0.2, ge=0, le=1, description="early stop when accuracy on the client's held-out part falls below")
+    min_accuracy: float = Field(0.2, ge=0, le=1, description="early stop when accuracy on the client's validation part falls below")
 
 
 def _op_ascent(model: nn.Module, data: ClientData, arrays: dict, config: dict[str, Any]) -> ClientReply:
