@@ -26,6 +26,22 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def check_params_table(key: str, table: Any, registry, what: str) -> None:
+    """Validate a ``[<section>.<name>]`` parameter table by its registered
+    class's ``Params`` (methods and attacks alike); one-line ValueError."""
+    if key not in registry:
+        raise ValueError(f"{key}: unknown key (not a registered {what})")
+    if not isinstance(table, dict):
+        raise ValueError(f"{key}: must be a table of parameters")
+    try:
+        registry[key].Params.model_validate(table)
+    except ValidationError as err:
+        e = err.errors()[0]
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        raise ValueError(f"{key}.{loc}: {msg}" if loc else f"{key}: {msg}") from None
+
+
 def _check_registered(what: str, name: str, registry) -> str:
     """Names come from their registries (one source of truth)."""
     if name not in registry:
@@ -225,17 +241,7 @@ class OracleConfig(_Section):
         from fedforget.oracle.attacks import ATTACKS
 
         for key, table in (self.model_extra or {}).items():
-            if key not in ATTACKS:
-                raise ValueError(f"{key}: unknown key (not a registered attack)")
-            if not isinstance(table, dict):
-                raise ValueError(f"{key}: must be a table of parameters")
-            try:
-                ATTACKS[key].Params.model_validate(table)
-            except ValidationError as err:
-                e = err.errors()[0]
-                loc = ".".join(str(p) for p in e["loc"])
-                msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-                raise ValueError(f"{key}.{loc}: {msg}" if loc else f"{key}: {msg}") from None
+            check_params_table(key, table, ATTACKS, "attack")
         return self
 
     def attack_params(self) -> dict[str, Any]:

@@ -42,8 +42,6 @@ def method_params(scenario, name: str) -> dict:
 
 def validate_unlearning_config(scenario) -> None:
     """Check method names and their parameter tables (raises ValueError)."""
-    from pydantic import ValidationError
-
     un = scenario.unlearning
     for name in un.methods:
         if name not in METHODS:
@@ -54,18 +52,13 @@ def validate_unlearning_config(scenario) -> None:
         raise ValueError("unlearning.methods lists a method twice")
     if un.methods and not scenario.events:
         raise ValueError("unlearning.methods is set but there are no [[events]]")
+    from fedforget.config import check_params_table
+
     for key, table in (un.model_extra or {}).items():
-        if key not in METHODS:
-            raise ValueError(f"unlearning.{key}: unknown key (not a registered method)")
-        if not isinstance(table, dict):
-            raise ValueError(f"unlearning.{key}: must be a table of parameters")
         try:
-            METHODS[key].Params.model_validate(table)
-        except ValidationError as err:
-            e = err.errors()[0]
-            loc = ".".join(str(p) for p in e["loc"])
-            msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-            raise ValueError(f"unlearning.{key}.{loc}: {msg}") from None
+            check_params_table(key, table, METHODS, "method")
+        except ValueError as err:
+            raise ValueError(f"unlearning.{err}") from None
 
 
 __all__ = [
