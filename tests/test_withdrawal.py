@@ -10,7 +10,8 @@ import torch
 
 import fedforget
 from fedforget.results import read_events
-from fedforget.unlearning import CLIENT_OPS, METHODS, ClientData, CostRecord, get_method
+from fedforget.unlearning import METHODS, ClientData, get_method
+from fedforget.unlearning.testing import LocalFederation
 
 ALL = ["forsaken", "perturb", "fnn", "federaser", "pga", "none"]
 
@@ -22,7 +23,7 @@ def withdrawal_run(tmp_path_factory):
     sc = tiny(
         train={"rounds": 5, "fraction": 0.75},
         events=[{"round": 3, "client": 1, "witness": "backdoor", "witness_fraction": 0.3}],
-        unlearning={"methods": ALL, "recovery_rounds": 1, "forsaken": {"steps": 4, "check_every": 2}},
+        unlearning={"methods": ALL, "recovery_rounds": 1, "forsaken": {"steps": 4, "meta_iterations": 4}},
     )
     res = fedforget.run(sc, out=tmp_path_factory.mktemp("w") / "run")
     return sc, res, read_events(res.run_dir)
@@ -197,65 +198,6 @@ def test_two_events_exclude_both_clients(tiny_scenario, tmp_path):
 # --- methods through a local handle (no Flower): behaviour of one unlearning step
 
 
-class LocalFederation:
-    """A Federation handle over local tensors: client ops run in-process."""
-
-    def __init__(self, model_fn, clients, withdrawing, num_classes, local_epochs=1):
-        self.model_fn = model_fn
-        self.clients = clients
-        self.round = 3
-        self.withdrawing = list(withdrawing)
-        self.remaining = [c for c in clients if c not in withdrawing]
-        self.num_clients = len(clients)
-        self.num_classes = num_classes
-        self.local_epochs = local_epochs
-        self.asked = []
-        self._cost = CostRecord()
-
-    def build_model(self):
-        return self.model_fn()
-
-    def _run(self, client, op, model, arrays, config):
-        self.asked.append((client, op))
-        rep = CLIENT_OPS[op](model, self.clients[client], arrays or {}, dict(config))
-        self._cost.client_steps += int(rep.metrics.get("steps", 0))
-        return rep
-
-    def ask_client(self, client, op, model, arrays, config):
-        assert client in self.withdrawing
-        return self._run(client, op, model, arrays, config)
-
-    def ask_remaining(self, op, model, arrays, config, clients):
-        return {c: self._run(c, op, model, arrays, config) for c in clients}
-
-    def ask_batch(self, requests, model):
-        return [self._run(c, op, model, arrays, config) for c, op, arrays, config in requests]
-
-    def run_rounds(self, model, k, tag, *, epochs=None):
-        return model
-
-    def train_remaining(self, model, tag, *, epochs=None, clients=None):
-        return {}, {}
-
-    def history(self):
-        return []
-
-    def validation_accuracy(self, model):
-        return 1.0
-
-    def self_check(self, model):
-        return 0.9
-
-    def log(self, **info):
-        pass
-
-    def cost(self):
-        return CostRecord(**vars(self._cost))
-
-    def seed(self, *parts):
-        return 7
-
-
 def _clients(num=3, n=120, d=20, classes=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     out = {}
@@ -275,38 +217,12 @@ def _trained_mlp(clients):
     return m
 
 
-def test_forsaken_method_changes_only_the_mask_and_lowers_the_kl():
-    from fedforget.unlearning.forsaken import class_reference_distribution, forgetting_kl, mask_parameter_names
-
-    clients = _clients()
-    model = _trained_mlp(clients)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    ref = class_reference_distribution(model, clients[0].x_validation, clients[0].y_validation, 4)
-    with torch.no_grad():
-        kl0 = float(forgetting_kl(model, clients[0].x_train, clients[0].y_train, ref))
-    fed = LocalFederation(lambda: _trained_mlp(clients), clients, [0], 4)
-    method = get_method("forsaken", {"steps": 8, "check_every": 4, "target_auc": 0.0, "alpha": 0.1, "max_accuracy_drop": 1.0})
-    model, cost = method.unlearn(model, fed)
-    mask = set(mask_parameter_names(model, "last2"))
-    assert mask == {"3.weight", "3.bias", "5.weight", "5.bias"}
-    for k, v in model.state_dict().items():
-        if k in mask:
-            assert not torch.equal(v, before[k]), k
-        else:
-            assert torch.equal(v, before[k]), k
-    with torch.no_grad():
-        assert float(forgetting_kl(model, clients[0].x_train, clients[0].y_train, ref)) < kl0
-    # the withdrawing client sent gradients; two remaining clients sent retention gradients
-    assert ("0", "forsaken.gradient") not in fed.asked and (0, "forsaken.gradient") in fed.asked
-    assert {c for c, op in fed.asked if op == "forsaken.retain"} <= {1, 2}
-    assert cost.client_steps > 0
-
-
 def test_fnn_method_rank_decays_most_active_neurons_most():
     clients = _clients()
     model = _trained_mlp(clients)
     w_before = model[3].weight.detach().clone()
-    fed = LocalFederation(lambda: _trained_mlp(clients), clients, [0], 4)
+    # lr 0: its learn round leaves the weights as the decay made them
+    fed = LocalFederation(lambda: _trained_mlp(clients), clients, [0], 4, round=3, lr=0.0)
     method = get_method("fnn", {"variant": "rank", "iterations": 1})
     from fedforget.unlearning.fnn import neuron_mean_activations
 
@@ -363,7 +279,7 @@ def test_oracle_nonmembers_method_inputs_and_training_data_are_disjoint(tmp_path
     monkeypatch.setattr(ScenarioRun, "unlearn", spy_unlearn)
     monkeypatch.setattr(ScenarioRun, "__init__", spy_init)
     sc = tiny(train={"rounds": 3}, events=[{"round": 2, "client": 1, "witness": "canary"}],
-              unlearning={"methods": ALL, "recovery_rounds": 0, "forsaken": {"steps": 2, "check_every": 1}},
+              unlearning={"methods": ALL, "recovery_rounds": 0, "forsaken": {"steps": 2, "meta_iterations": 2}},
               oracle={"n_boot": 5})
     res = fedforget.run(sc, out=tmp_path / "roles")
     splits = pd.read_parquet(res.run_dir / "splits.parquet")

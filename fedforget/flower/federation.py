@@ -238,8 +238,12 @@ class FederationHandle:
         local_epochs: int = 1,
         drop: list[int] | None = None,
         event_index: int = -1,
+        server_validation: tuple[torch.Tensor, torch.Tensor] | None = None,
+        train_lr: float = 0.05,
     ) -> None:
         self.local_epochs = local_epochs
+        self.train_lr = train_lr
+        self._server_validation = server_validation
         self.drop = list(drop or [])  # deletion events in force (including this one)
         self.event_index = event_index
         self.runtime = runtime
@@ -331,6 +335,10 @@ class FederationHandle:
 
     def history(self) -> list[HistoryEntry]:
         return list(self._history)
+
+    def server_validation_data(self):
+        sv = self._server_validation
+        return sv if sv is not None and len(sv[1]) else None
 
     def validation_accuracy(self, model) -> float:
         return self._validation_accuracy(model)

@@ -245,6 +245,7 @@ class ScenarioRun:
         handle = FederationHandle(
             self.runtime, st.arm.name, rnd, ev.client_ids, excluded, self.new_model, self.fd.num_classes,
             st.history, self.validation_accuracy, sc.train.local_epochs, sorted(st.arm.dropped), event_index,
+            server_validation=self._server_validation, train_lr=sc.train.lr,
         )
         model = self.new_model()
         model.load_state_dict(st.state)
@@ -253,7 +254,10 @@ class ScenarioRun:
         cost.wall_s = time.perf_counter() - t0
         self.writer.event("unlearn", arm=st.arm.name, round=rnd, clients=ev.client_ids,
                           validation_accuracy_after=self.validation_accuracy(model), **cost.as_metrics())
-        for key, value in cost.as_metrics().items():
+        before = {k: v for k, v in st.state.items()}
+        changed = sum(int((model.state_dict()[k] != v).sum()) for k, v in before.items())
+        extra = {**method.step_metrics(), "changed_fraction": changed / sum(v.numel() for v in before.values())}
+        for key, value in {**cost.as_metrics(), **extra}.items():
             self.writer.metric(st.arm.name, rnd, None, key, value)
         total = self.step_costs.setdefault((st.arm.name, rnd), CostRecord())
         for key, value in vars(cost).items():

@@ -113,6 +113,7 @@ class Federation(Protocol):
     num_clients: int
     num_classes: int
     local_epochs: int  # the scenario's train.local_epochs
+    train_lr: float  # the scenario's train.lr
 
     def build_model(self) -> nn.Module:
         """A fresh model of the scenario's architecture."""
@@ -155,6 +156,10 @@ class Federation(Protocol):
     def history(self) -> list[HistoryEntry]:
         """Stored rounds of this arm before the event (empty unless requested)."""
 
+    def server_validation_data(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The server's own validation set (it holds it; never the test set or
+        a client's data); None when the scenario has none."""
+
     def validation_accuracy(self, model: nn.Module) -> float:
         """Accuracy on the server's validation set (for stop rules and guards;
         never the test set, which is the report's)."""
@@ -181,6 +186,11 @@ class UnlearningMethod(ABC):
     def history_rounds(self, rounds: int, event_rounds: list[int]) -> list[int]:
         """Rounds whose client updates the server must store (default none)."""
         return []
+
+    def step_metrics(self) -> dict[str, float]:
+        """Method-specific figures of the last unlearning step (written as
+        metrics at the event round beside the cost record); default none."""
+        return {}
 
     def recovery_epochs(self, k: int) -> float | None:
         """Local epochs of the arm's ``k``-th regular round after the event

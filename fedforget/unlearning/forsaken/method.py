@@ -1,0 +1,248 @@
+"""Forsaken, the method: the one loop, its client operations and its parameters.
+
+Server side (the server owns the mask, the generator and the loop; DESIGN rule 3):
+
+1. One exchange asks the withdrawing client(s) for the forgetting gradient of
+   every maskable layer (and a self-check), and ``retain_clients`` remaining
+   clients for their retention gradient. The server turns the forgetting
+   gradient into neuron saliency and selects the mask.
+2. Each step: the generator turns the masked rows' gradients into a direction;
+   the server moves only the masked neurons by ``step_size * ||theta_M||`` (a
+   scale-free step); the accuracy guard checks the server's validation set; the
+   next exchange brings the new state's self-check and gradients (masked rows
+   only, so later messages are small).
+3. Stop when the clients' self-check AUC reaches chance *measured on their own
+   data* (``0.5 + target_se`` null standard errors), at the step budget, or when
+   the guard rejects a step; return the best accepted state (the lowest
+   self-check AUC), not just the last one.
+
+Nothing here reads the oracle's audit part or the test set: the self-check uses
+the clients' validation parts, the guard the server's validation set.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from fedforget.unlearning.base import (
+    ClientData,
+    ClientReply,
+    CostRecord,
+    Federation,
+    MethodParams,
+    UnlearningMethod,
+    register_method,
+)
+from fedforget.unlearning.forsaken.generator import IdentityGenerator, LearnedGenerator, meta_train, proxy_tasks
+from fedforget.unlearning.forsaken.masks import NeuronMask, layer_parameter_names, neuron_layers, neuron_saliency
+from fedforget.unlearning.forsaken.objective import (
+    forgetting_gradient,
+    membership_auc,
+    retention_gradient,
+    validation_confidence,
+)
+
+
+class ForsakenParams(MethodParams):
+    mask_fraction: float = Field(0.25, gt=0, le=1, description="share of each maskable layer's neurons that may change (1: all weights, the ablation)")
+    generator: Literal["learned", "identity"] = Field("learned", description="'learned' (meta-trained on server-side proxy tasks) or 'identity' (normalised gradient, the ablation)")
+    steps: int = Field(8, ge=1, description="step budget (one client exchange per step)")
+    step_size: float = Field(0.05, gt=0, description="step length as a share of the masked parameters' norm")
+    lambda_r: float = Field(1.0, ge=0, description="weight of the retention direction beside the forgetting one")
+    retain_clients: int = Field(2, ge=0, description="remaining clients asked for retention gradients each exchange (0: none)")
+    retain_samples: int = Field(128, ge=1, description="samples per retention gradient")
+    target_se: float = Field(1.0, ge=0, description="stop when the self-check AUC is within this many null standard errors of 0.5")
+    max_accuracy_drop: float = Field(0.05, ge=0, description="reject a step (and stop) when server-validation accuracy drops more")
+    meta_tasks: int = Field(2, ge=1, description="learned: proxy forget tasks built from the server's validation set")
+    meta_iterations: int = Field(30, ge=1, description="learned: meta-training iterations (unrolled loops)")
+
+
+# ------------------------------------------------------------------ client side
+
+
+def _names(model: nn.Module, arrays: dict) -> tuple[list[str], NeuronMask | None]:
+    mask = NeuronMask.from_arrays(arrays) if any(k.startswith("rows/") for k in arrays) else None
+    layers = list(mask.rows) if mask is not None else neuron_layers(model)
+    return layer_parameter_names(model, layers), mask
+
+
+def _send(grads: dict[str, Tensor], mask: NeuronMask | None) -> dict[str, np.ndarray]:
+    rows = mask.gather(grads) if mask is not None else grads
+    return {n: g.cpu().numpy() for n, g in rows.items()}
+
+
+def _op_gradient(model: nn.Module, data: ClientData, arrays: dict, config: dict[str, Any]) -> ClientReply:
+    """Withdrawing client: its self-check on this model and (unless
+    ``check_only``) the forgetting gradient of every maskable layer, or of the
+    masked rows given in ``rows/<layer>``. Steps: a forward pass over its
+    validation part and one over its forget data (with backward unless
+    ``check_only``), each sample counted as a full step."""
+    names, mask = _names(model, arrays)
+    phi_val = validation_confidence(model, data.x_validation, data.y_validation)
+    out: dict[str, np.ndarray] = {}
+    if config.get("check_only", False):
+        phi_f = validation_confidence(model, data.x_forget, data.y_forget)
+    else:
+        grads, _, phi_f = forgetting_gradient(model, names, data.x_forget, data.y_forget, phi_val)
+        out = _send(grads, mask)
+    auc, se = membership_auc(phi_f, phi_val)
+    n = float(len(data.y_forget))
+    return ClientReply(out, {"auc": auc, "auc_se": se, "n": n, "steps": n + len(data.y_validation)})
+
+
+def _op_retain(model: nn.Module, data: ClientData, arrays: dict, config: dict[str, Any]) -> ClientReply:
+    """Remaining client: the retention (cross-entropy) gradient on a seeded subsample."""
+    names, mask = _names(model, arrays)
+    n = min(int(config["samples"]), len(data.y_train))
+    idx = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(int(config["seed"])))[:n]
+    grads, loss = retention_gradient(model, names, data.x_train[idx], data.y_train[idx])
+    return ClientReply(_send(grads, mask), {"loss": loss, "n": float(n), "steps": float(n)})
+
+
+# ------------------------------------------------------------------ server side
+
+
+def _mean(replies: list[ClientReply]) -> dict[str, Tensor]:
+    total = sum(r.metrics["n"] for r in replies)
+    return {k: sum(torch.as_tensor(r.arrays[k]) * (r.metrics["n"] / total) for r in replies) for k in replies[0].arrays}
+
+
+def _flat(t: dict[str, Tensor], names: list[str]) -> Tensor:
+    return torch.cat([t[n].reshape(-1).float() for n in names])
+
+
+@dataclass
+class _Exchange:
+    """One round trip: self-check of the current state and the gradients at it."""
+
+    auc: float
+    auc_se: float
+    g_forget: dict[str, Tensor]
+    g_retain: dict[str, Tensor] | None
+
+
+@register_method
+class Forsaken(UnlearningMethod):
+    """Forsaken: server-side neuron-mask unlearning with a learned update generator.
+
+    See :mod:`fedforget.unlearning.forsaken` for the design and which parts are ours.
+    """
+
+    name = "forsaken"
+    Params = ForsakenParams
+    summary = "Server-side neuron-mask unlearning: salient neurons move under a learned (or identity) update generator."
+    needs = (
+        "withdrawing client: forgetting gradients (all maskable layers once, then the masked rows) and "
+        "self-check AUCs on its validation part; a few remaining clients: retention gradients; "
+        "server: its validation set (accuracy guard, proxy tasks of the learned generator)"
+    )
+    client_ops = {"gradient": _op_gradient, "retain": _op_retain}
+
+    def __init__(self, params: ForsakenParams | None = None) -> None:
+        super().__init__(params)
+        self.generator_: LearnedGenerator | None = None  # meta-trained once, reused across events
+
+    # -- exchanges ------------------------------------------------------------------
+    def _exchange(self, fed: Federation, model: nn.Module, mask: NeuronMask | None, k: int, check_only: bool = False) -> _Exchange:
+        p = self.params
+        arrays = mask.as_arrays() if mask is not None else None
+        requests = [(c, "forsaken.gradient", arrays, {"check_only": check_only}) for c in fed.withdrawing]
+        if not check_only and p.retain_clients and p.lambda_r > 0 and fed.remaining:
+            rng = np.random.default_rng(fed.seed("retain", k))
+            chosen = sorted(rng.choice(fed.remaining, size=min(p.retain_clients, len(fed.remaining)), replace=False).tolist())
+            cfg = {"samples": p.retain_samples, "seed": fed.seed("retain-data", k)}
+            requests += [(c, "forsaken.retain", arrays, cfg) for c in chosen]
+        replies = fed.ask_batch(requests, model)
+        mine, retain = replies[: len(fed.withdrawing)], replies[len(fed.withdrawing):]
+        total = sum(r.metrics["n"] for r in mine)
+        auc = sum(r.metrics["auc"] * r.metrics["n"] for r in mine) / total
+        se = float(np.sqrt(sum((r.metrics["auc_se"] * r.metrics["n"] / total) ** 2 for r in mine)))
+        return _Exchange(auc, se, {} if check_only else _mean(mine), _mean(retain) if retain else None)
+
+    def _generator(self, model: nn.Module, fed: Federation):
+        p = self.params
+        if p.generator == "identity":
+            return IdentityGenerator(p.lambda_r)
+        if self.generator_ is None:
+            x, y = _server_validation(fed)
+            gen = LearnedGenerator(p.lambda_r, p.steps, seed=fed.seed("generator"))
+            tasks = proxy_tasks(model, x, y, p.meta_tasks, fed.seed("proxy"), lr=_proxy_lr(fed))
+            history = meta_train(gen, tasks, p.mask_fraction, p.step_size, p.lambda_r, p.steps, p.meta_iterations)
+            fed.log(method=self.name, generator_meta_loss_first=history[0], generator_meta_loss_last=history[-1])
+            self.generator_ = gen
+        return self.generator_
+
+    # -- the loop -----------------------------------------------------------------------
+    def unlearn(self, model: nn.Module, fed: Federation) -> tuple[nn.Module, CostRecord]:
+        p = self.params
+        t0 = time.perf_counter()
+        acc0 = fed.validation_accuracy(model)
+        first = self._exchange(fed, model, None, 0)
+        params = dict(model.named_parameters())
+        layers = neuron_layers(model)
+        mask = NeuronMask.select(neuron_saliency(params, first.g_forget, layers), p.mask_fraction)
+        names = mask.parameter_names(model)
+        target = 0.5 + p.target_se * first.auc_se
+        gen = self._generator(model, fed)
+        gen.start()
+        ex = _Exchange(first.auc, first.auc_se, mask.gather(first.g_forget),
+                       mask.gather(first.g_retain) if first.g_retain else None)
+        theta0 = _flat(mask.gather({n: params[n].detach() for n in names}), names)
+        radius = p.step_size * float(theta0.norm())
+        best = (ex.auc, 0, {k: v.detach().clone() for k, v in model.state_dict().items()})
+        aucs, stop = [ex.auc], "budget"
+        for k in range(p.steps):
+            if ex.auc <= target:
+                stop = "target"
+                break
+            theta = _flat(mask.gather({n: params[n].detach() for n in names}), names)
+            with torch.no_grad():
+                d, gain = gen(k, _flat(ex.g_forget, names), _flat(ex.g_retain, names) if ex.g_retain else None, theta)
+                step = -radius * float(gain) * d
+            mask.scatter_add_(model, _unflat(step, mask.gather({n: params[n] for n in names}), names))
+            if acc0 - fed.validation_accuracy(model) > p.max_accuracy_drop:
+                stop = "accuracy_guard"
+                break
+            ex = self._exchange(fed, model, mask, k + 1, check_only=(k == p.steps - 1))
+            aucs.append(ex.auc)
+            if ex.auc < best[0]:
+                best = (ex.auc, k + 1, {kk: v.detach().clone() for kk, v in model.state_dict().items()})
+        if stop == "target":
+            best = (ex.auc, len(aucs) - 1, model.state_dict())
+        model.load_state_dict(best[2])
+        fed.log(method=self.name, generator=p.generator, stop=stop, steps=len(aucs) - 1, best_step=best[1],
+                self_check_auc=aucs, target_auc=target, mask_fraction=mask.changed_fraction(model),
+                neurons={k: len(v) for k, v in mask.rows.items()}, wall_s=time.perf_counter() - t0)
+        self.mask_fraction_ = mask.changed_fraction(model)
+        return model, fed.cost()
+
+    def step_metrics(self) -> dict[str, float]:
+        """``mask_fraction``: share of the model's parameters the mask let change."""
+        return {"mask_fraction": self.mask_fraction_} if hasattr(self, "mask_fraction_") else {}
+
+
+def _unflat(flat: Tensor, like: dict[str, Tensor], names: list[str]) -> dict[str, Tensor]:
+    out, off = {}, 0
+    for n in names:
+        out[n] = flat[off: off + like[n].numel()].view_as(like[n])
+        off += like[n].numel()
+    return out
+
+
+def _server_validation(fed: Federation) -> tuple[Tensor, Tensor]:
+    data = fed.server_validation_data()
+    if data is None:
+        raise ValueError("forsaken with generator = 'learned' needs the server's validation set "
+                         "(data.server_validation_fraction > 0)")
+    return data
+
+
+def _proxy_lr(fed: Federation) -> float:
+    return float(fed.train_lr)
