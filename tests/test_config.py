@@ -113,7 +113,7 @@ def test_cli_methods_lists_every_method_with_parameters(capsys):
     out = capsys.readouterr().out
     for name in ["forsaken", "perturb", "fnn", "federaser", "pga", "none"]:
         assert f"{name}:" in out
-    assert "alpha = 0.3" in out and "beta = 0.05" in out and "needs:" in out
+    assert "mask_fraction = 0.25" in out and "beta = 0.05" in out and "needs:" in out
     assert "speedup_steps" in out and out.count("recovery: plain FedAvg") == 6
     # attacks and their [oracle.<attack>] tables come from the attack registry
     assert "lira:" in out and "shadows = 4" in out and "population:" in out and "C = 1.0" in out
