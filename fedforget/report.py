@@ -23,8 +23,10 @@ unlearning step and at the last round, a signal check (did the oracle see the
 client before it left? FR cells of a client it did not see read "no signal"), a
 table of outcomes per arm (FR and MIA AUC at ``t - 0.5``; FR, ``fr_fixed_fpr``,
 MIA AUC, accuracies at the last round), the methods' costs with speed-ups over
-retraining, and over-unlearning flags. Control clients (never withdrawn) get a
-small table of final FR and AUC.
+retraining, over-unlearning flags, and a cost–forgetting frontier (each method's
+|MIA AUC − retrain's| at ``t - 0.5`` against its speed-up in client steps and
+wall time). Control clients (never withdrawn) get a small table of final FR and
+AUC.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 from scipy import stats
 from sklearn.metrics import auc as area_under
 from sklearn.metrics import roc_curve
@@ -649,6 +651,140 @@ def _accuracy_figure(study: Study) -> str | None:
     )
 
 
+FRONTIER_AXES = (("speedup_steps", "speed-up over retraining, client steps (×, log)"),
+                 ("speedup_wall", "speed-up over retraining, wall time (×, log)"))
+FRONTIER_CAPTION = ("Cost–forgetting frontier: gap to retrain's MIA AUC right after the unlearning step against "
+                    "speed-up over retraining to the event (client steps, wall time). Lower and further right is "
+                    "better.")
+
+
+def _frontier_points(study: Study, client: int, event_round: int) -> pd.DataFrame:
+    """Per run and method arm, the frontier's coordinates at the event of round t.
+
+    Columns: ``run`` (index into ``study.runs``), ``arm``, ``speedup_steps`` and
+    ``speedup_wall`` (the global speed-ups at round t; +inf for a method that
+    cost nothing, NaN when absent) and ``auc_gap`` = |the arm's MIA AUC −
+    retrain's| on the client at t − 0.5, right after the unlearning step (NaN
+    when either is missing). Rows in run order, then the methods' order;
+    retrain (the reference, at speed-up 1 and gap 0) is not a row.
+    """
+    at = _event_point(event_round)
+    rows = []
+    for i, run in enumerate(study.runs):
+        ref = run.value(RETRAIN, at, client, "mia_auc")
+        for arm in study.methods:
+            rows.append({
+                "run": i,
+                "arm": arm,
+                "speedup_steps": run.value(arm, event_round, GLOBAL, "speedup_steps"),
+                "speedup_wall": run.value(arm, event_round, GLOBAL, "speedup_wall"),
+                "auc_gap": abs(run.value(arm, at, client, "mia_auc") - ref),
+            })
+    cols = ["run", "arm", "speedup_steps", "speedup_wall", "auc_gap"]
+    return pd.DataFrame(rows, columns=cols).astype({"run": np.int64, "arm": str, "speedup_steps": float,
+                                                     "speedup_wall": float, "auc_gap": float})
+
+
+def _has_speedups(study: Study, event_round: int) -> bool:
+    """Does any method arm carry a speed-up at the event round?"""
+    return any(not math.isnan(run.value(arm, event_round, GLOBAL, key))
+               for run in study.runs for arm in study.methods for key, _ in FRONTIER_AXES)
+
+
+def _frontier_estimates(study: Study, points: pd.DataFrame, key: str) -> list[tuple[str, Estimate, Estimate]]:
+    """Per method arm: (arm, speed-up estimate, gap estimate) over the runs in
+    ``points``; across seeds means with t-intervals (a speed-up of +inf in
+    every seed stays +inf), for one run its values. Arms without a finite gap
+    or without a speed-up are left out."""
+    out = []
+    for arm in study.methods:
+        g = points[points["arm"] == arm]
+        ok = g[key].notna() & g["auc_gap"].notna()
+        g = g[ok]
+        if g.empty:
+            continue
+        nan = [NAN] * len(g)
+        x = _estimate_of(g[key].tolist(), nan, nan, study.across_seeds)
+        y = t_interval(g["auc_gap"].tolist()) if study.across_seeds else Estimate(float(g["auc_gap"].iloc[0]))
+        if x.mean == math.inf or _finite(x.mean):
+            out.append((arm, x, y))
+    return out
+
+
+def _speedup_tick(v: float, _pos: Any = None) -> str:
+    """Log-axis tick labels as plain numbers; minor ticks only at 2× and 5× a power of ten."""
+    if v <= 0:
+        return ""
+    lead = round(v / 10 ** math.floor(math.log10(v) + 1e-9), 6)
+    return f"{v:g}" if lead in (1.0, 2.0, 5.0) else ""
+
+
+def _frontier_panel(ax: Axes, study: Study, points: pd.DataFrame, key: str, xlabel: str,
+                    styles: dict[str, dict[str, Any]]) -> bool:
+    """One panel: each method's gap to retrain vs its speed-up; False when no
+    method has both values. An infinite speed-up sits at 2× the largest finite
+    value (speed-ups, their upper bounds and 1), marked "∞"."""
+    est = _frontier_estimates(study, points, key)
+    if not est:
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, f"no {key} values", ha="center", va="center", transform=ax.transAxes, color="0.4")
+        return False
+    finite = [1.0] + [v for _, x, _ in est for v in (x.mean, x.hi) if _finite(v) and v > 0]
+    inf_x = 2.0 * max(finite)
+    left = min([1.0] + [x.mean for _, x, _ in est if _finite(x.mean) and x.mean > 0]
+               + [x.lo for _, x, _ in est if _finite(x.lo) and x.lo > 0]) / 1.8
+    ax.axvline(1.0, color="0.35", lw=1.0, ls="--", label="retraining's cost (1×)", zorder=1)
+    if any(x.mean == math.inf for _, x, _ in est):
+        ax.axvline(inf_x, color="0.6", lw=0.8, ls=":", zorder=1)
+        ax.annotate("∞", (inf_x, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -3),
+                    textcoords="offset points", ha="left", va="top", fontsize=12, color="0.3")
+    ax.plot([1.0], [0.0], marker="*", ms=14, color="black", ls="none", zorder=7, label=f"{RETRAIN} (reference)")
+    for arm, x, y in est:
+        inf = x.mean == math.inf
+        xm = inf_x if inf else x.mean
+        xerr = yerr = None
+        if not inf and _finite(x.lo) and _finite(x.hi):
+            xerr = [[xm - max(x.lo, left)], [x.hi - xm]]
+        if _finite(y.lo) and _finite(y.hi):
+            yerr = [[y.mean - y.lo], [y.hi - y.mean]]
+        ax.errorbar([xm], [y.mean], xerr=xerr, yerr=yerr, fmt=">" if inf else "o", ms=7,
+                    color=styles[arm]["color"], ecolor=styles[arm]["color"], elinewidth=1.2, capsize=3, zorder=5)
+        label = arm + (" (∞)" if inf else "") + (f" ({x.note})" if x.note else "")
+        # labels of points in the right third of the (log) axis go to their left, inside the panel
+        right = math.log(xm / left) > 0.6 * math.log(inf_x * 1.8 / left)
+        ax.annotate(label, (xm, y.mean), xytext=(-6, 5) if right else (6, 5), textcoords="offset points",
+                    ha="right" if right else "left", fontsize=8, color=styles[arm]["color"])
+    ax.set_xscale("log")
+    ax.set_xlim(left, inf_x * 1.8)
+    ax.xaxis.set_major_formatter(FuncFormatter(_speedup_tick))
+    ax.xaxis.set_minor_formatter(FuncFormatter(_speedup_tick))
+    top = max([0.01] + [v for _, _, y in est for v in (y.mean, y.hi) if _finite(v)])
+    ax.set_ylim(-0.06 * top, 1.18 * top)  # room for the labels above the highest point
+    ax.set(xlabel=xlabel, ylabel="|MIA AUC − retrain's| at t − 0.5")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="upper left", fontsize=7, frameon=False)
+    return True
+
+
+def _frontier_figure(study: Study, client: int, event_round: int, runs: Sequence[int] | None = None) -> str | None:
+    """The cost–forgetting frontier of one withdrawn client (two panels: speed-up
+    in client steps, in wall time); None when no method has a point. ``runs``:
+    the indices of the runs to use (default all)."""
+    points = _frontier_points(study, client, event_round)
+    if runs is not None:
+        points = points[points["run"].isin(list(runs))]
+    styles = _arm_styles(study.arms)
+    fig = Figure(figsize=(11.0, 3.8))
+    drawn = 0
+    for i, (key, xlabel) in enumerate(FRONTIER_AXES):
+        ax = fig.add_subplot(1, len(FRONTIER_AXES), i + 1)
+        if _frontier_panel(ax, study, points, key, xlabel, styles):
+            drawn += 1
+            ax.set_title(f"client {client}, event at round {event_round}: "
+                         + ("client steps" if key == "speedup_steps" else "wall time"), fontsize=10)
+    return _png_uri(fig) if drawn else None
+
+
 # ----------------------------------------------------------------------- html
 
 CSS = """
@@ -1044,6 +1180,35 @@ def _cost_table(study: Study, client: int, event_round: int, per_arm: dict[str, 
             *(f'<p class="small">{esc(line)}</p>' for line in caption)]
 
 
+def _frontier_section(study: Study, client: int, event_round: int) -> str:
+    """The cost–forgetting frontier of one withdrawn client: the figure, or a
+    note when the oracle did not see the client (then the gap to retrain says
+    nothing about forgetting) or no method has a point. Seeds without signal
+    are left out, as in the FR cells."""
+    at = _round_text(_event_point(event_round))
+    head = f"<h3>Cost–forgetting frontier, client {client}</h3>"
+    signal = study.signal(client)
+    if all(s is False for s in signal):
+        return head + _note(
+            f"Cost–forgetting frontier: not drawn, {NO_SIGNAL} (the oracle did not see this client at "
+            "calibration), so the gap to retrain's MIA AUC says nothing about forgetting.", "warn")
+    runs = [i for i, s in enumerate(signal) if s is not False]
+    uri = _frontier_figure(study, client, event_round, runs)
+    if uri is None:
+        return head + _note(f"Cost–forgetting frontier: no method has both a speed-up and an MIA AUC gap to "
+                            f"retrain at round {at} on client {client}; not drawn.")
+    caption = [FRONTIER_CAPTION,
+               f"Black star: {RETRAIN}, the reference (speed-up 1, gap 0); dashed line: retraining's cost. "
+               "∞: a method that costs nothing, drawn at the right edge (2× the largest finite speed-up)."]
+    if study.across_seeds:
+        caption.append(f"Points: means over {len(runs)} seeds; bars: {ACROSS_SEEDS_LABEL}s.")
+        if len(runs) < len(study.runs):
+            caption.append(f"{len(study.runs) - len(runs)} of {len(study.runs)} seeds left out: {NO_SIGNAL}.")
+    else:
+        caption.append("One run: no intervals (--seeds N gives across-seed intervals).")
+    return head + _figure(uri, f"cost–forgetting frontier, client {client}", " ".join(caption))
+
+
 def _flag_text(study: Study, values: list[dict[str, float]]) -> str:
     hits = sum(v["over_unlearning"] == 1 for v in values)
     if not hits:
@@ -1123,6 +1288,8 @@ def _client_section(study: Study, client: int, event_round: int) -> str:
         out += [_note(n) for n in notes]
     out.append(f"<h3>Methods, client {client}</h3>")
     out.append(_method_table(study, client, event_round))
+    if study.methods and _has_speedups(study, event_round):
+        out.append(_frontier_section(study, client, event_round))
     return "".join(out)
 
 
@@ -1174,6 +1341,10 @@ def _reading_notes() -> str:
         "<b>Costs and speed-ups</b>: a method's cost is everything it does inside its unlearning step. Speed-up "
         "= retraining's cost to the event (its client steps, bytes and wall seconds for rounds 1..t − 1) ÷ the "
         "method's cost; ∞ when the method costs nothing. The retrain row of the cost table is that yardstick.",
+        "<b>Cost–forgetting frontier</b>: per withdrawn client, each method's |MIA AUC − retrain's| right "
+        "after its unlearning step (t − 0.5) against its speed-up over retraining to the event (client steps, "
+        "wall time; log axes). Retrain is the black star at (1, 0); a method that costs nothing sits at the "
+        "right edge, marked ∞. Lower and further right is better: as forgotten as retrain, for less.",
         f"<b>TPR at FPR f</b> is reported only when the oracle scored at least {TPR_MIN_NEGATIVES}/f "
         "non-members (1,000 for 1%, 10,000 for 0.1%); otherwise n/a.",
         f"<b>No signal</b>: when original's MIA AUC at calibration is below {SIGNAL_AUC} (near 0.5) the oracle "

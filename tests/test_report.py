@@ -17,7 +17,7 @@ import pytest
 
 os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
 
-from fedforget.report import load_study, t_interval, write_report  # noqa: E402
+from fedforget.report import _frontier_points, load_study, t_interval, write_report  # noqa: E402
 
 METHODS = ("forsaken", "pga", "none")
 ORACLE_KEYS = (
@@ -232,8 +232,8 @@ def test_report_names_methods_and_flags_over_unlearning(single_report):
     assert re.search(r"0\.\d{3} \[0\.\d{3}, 0\.\d{3}\]", text)
     assert "Control clients" in text and "ROC curves" in text
     assert "a synthetic warning" in text
-    # 1 accuracy figure + FR, AUC and ROC for the withdrawn client
-    assert text.count("<img ") == 4
+    # 1 accuracy figure + FR, AUC, ROC and the cost–forgetting frontier for the withdrawn client
+    assert text.count("<img ") == 5
 
 
 def test_multi_seed_report_shows_seed_intervals(tmp_path):
@@ -267,7 +267,8 @@ def test_weak_signal_missing_scores_and_nan(tmp_path):
         assert row["FR at the event"] == row["final FR"] == row["FR (fixed FPR)"] == "no signal"
         assert re.fullmatch(r"0\.\d{3} \[0\.\d{3}, 0\.\d{3}\]", row["final MIA AUC"])
     assert "client 2: forgetting rate (FR) vs round: not drawn, no signal" in text
-    assert text.count("<img ") == 2  # test accuracy and MIA AUC; no FR curve, no ROC
+    assert "Cost–forgetting frontier: not drawn, no signal" in text
+    assert text.count("<img ") == 2  # test accuracy and MIA AUC; no FR curve, no ROC, no frontier
 
 
 def test_run_without_events(tmp_path):
@@ -464,6 +465,7 @@ def test_how_to_read_section(single_report):
     assert "(A<sub>F</sub> − B<sub>F</sub>) / B<sub>T</sub>" in section
     assert "t − 0.5" in section and "rounds 1..t − 1" in section
     assert "10/f" in section and "no signal" in section
+    assert "<b>Cost–forgetting frontier</b>" in section and "black star at (1, 0)" in section
     assert "recovery rounds excluded" not in section
 
 
@@ -495,3 +497,86 @@ def test_multi_seed_partial_signal(tmp_path):
     assert "In 1 of 3 seeds that AUC is below 0.65" in text
     cell = method_table(text)["forsaken"]["final FR"]
     assert re.fullmatch(r"0\.\d{3} ± 0\.\d{3} \(2 of 3 seeds; 1 no signal\)", cell), cell
+    caption = frontier_section(text).split("</figure>", 1)[0]
+    assert "means over 2 seeds" in caption and "1 of 3 seeds left out: no signal." in caption
+
+
+# ------------------------------------------------------- cost–forgetting frontier
+
+FRONTIER_CAPTION = (
+    "Cost–forgetting frontier: gap to retrain&#x27;s MIA AUC right after the unlearning step against speed-up "
+    "over retraining to the event (client steps, wall time). Lower and further right is better."
+)
+
+
+def drop_speedups(run: Path) -> None:
+    """Remove the speed-up rows, as in a run written before they existed."""
+    df = pd.read_parquet(run / "metrics.parquet")
+    df[~df.metric.str.startswith("speedup_")].to_parquet(run / "metrics.parquet", index=False)
+
+
+def test_frontier_points_exact_values(tmp_path):
+    run = make_fake_run(tmp_path / "run", seed=0)
+    pts = _frontier_points(load_study(run), 2, 4)
+    assert list(pts.columns) == ["run", "arm", "speedup_steps", "speedup_wall", "auc_gap"]
+    assert list(pts.arm) == list(METHODS) and set(pts.run) == {0}  # methods only; retrain is the reference
+    by_arm = pts.set_index("arm")
+    # retraining to the event: 3 rounds × (60 steps, 2 wall s); forsaken 60 steps / 0.5 s, pga 120 / 1.5
+    assert by_arm.loc["forsaken", "speedup_steps"] == 3.0 and by_arm.loc["forsaken", "speedup_wall"] == 12.0
+    assert by_arm.loc["pga", "speedup_steps"] == 1.5 and by_arm.loc["pga", "speedup_wall"] == 4.0
+    assert by_arm.loc["none", "speedup_steps"] == np.inf and by_arm.loc["none", "speedup_wall"] == np.inf
+    ref = metric_value(run, "retrain", 3.5, 2, "mia_auc")
+    for arm in METHODS:
+        gap = abs(metric_value(run, arm, 3.5, 2, "mia_auc") - ref)
+        assert by_arm.loc[arm, "auc_gap"] == pytest.approx(gap, abs=1e-12)
+        assert gap != pytest.approx(abs(metric_value(run, arm, 4.0, 2, "mia_auc") - ref))  # t - 0.5, not t
+
+    root = tmp_path / "multi"
+    for s in range(3):
+        make_fake_run(root / f"seed-{s}", seed=s)
+    multi = _frontier_points(load_study(root), 2, 4)
+    assert len(multi) == 3 * len(METHODS) and sorted(set(multi.run)) == [0, 1, 2]
+    seed1 = multi[multi.run == 1].set_index("arm")
+    ref1 = metric_value(root / "seed-1", "retrain", 3.5, 2, "mia_auc")
+    assert seed1.loc["pga", "auc_gap"] == pytest.approx(
+        abs(metric_value(root / "seed-1", "pga", 3.5, 2, "mia_auc") - ref1), abs=1e-12)
+    assert (multi[multi.arm == "none"].speedup_steps == np.inf).all()
+
+
+def frontier_section(text: str) -> str:
+    """The client section's text from the frontier heading on."""
+    assert "<h3>Cost–forgetting frontier, client 2</h3>" in text
+    return text.split("<h3>Cost–forgetting frontier, client 2</h3>", 1)[1]
+
+
+def test_frontier_figure_single_and_multi_seed(tmp_path):
+    single = make_fake_run(tmp_path / "single", seed=0)
+    text = write_report(single).read_text()
+    section = frontier_section(text)
+    assert section.startswith("<figure><img src=\"data:image/png;base64,")
+    assert FRONTIER_CAPTION in section.split("</figure>", 1)[0]
+    assert "One run: no intervals" in section.split("</figure>", 1)[0]
+    # after the method and cost tables
+    assert text.index("speed-up, steps (×)") < text.index("<h3>Cost–forgetting frontier")
+    n_single = text.count("<img ")
+    drop_speedups(single)
+    without = write_report(single).read_text()
+    assert "<h3>Cost–forgetting frontier" not in without and FRONTIER_CAPTION not in without
+    assert without.count("<img ") == n_single - 1
+
+    root = tmp_path / "multi"
+    for s in range(3):
+        make_fake_run(root / f"seed-{s}", seed=s)
+    multi = write_report(root).read_text()
+    caption = frontier_section(multi).split("</figure>", 1)[0]
+    assert FRONTIER_CAPTION in caption
+    assert "means over 3 seeds" in caption and "across-seed 95% interval" in caption
+    n_multi = multi.count("<img ")
+    for s in range(3):
+        drop_speedups(root / f"seed-{s}")
+    assert write_report(root).read_text().count("<img ") == n_multi - 1
+
+
+def test_frontier_skipped_without_methods(tmp_path):
+    text = write_report(make_fake_run(tmp_path / "run", methods=())).read_text()
+    assert "<h3>Cost–forgetting frontier" not in text and FRONTIER_CAPTION not in text
