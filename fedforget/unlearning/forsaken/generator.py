@@ -97,15 +97,19 @@ class LearnedGenerator(nn.Module):
         return d, gain
 
 
-def proxy_tasks(model: nn.Module, x: Tensor, y: Tensor, count: int, seed: int, lr: float, epochs: int = 20):
+def proxy_tasks(
+    model: nn.Module, x: Tensor, y: Tensor, count: int, seed: int, lr: float, epochs: int = 20, max_size: int = 64
+):
     """Proxy forget tasks from the server's validation set: ``(model, forget,
-    reference)`` with the model fine-tuned on ``forget`` (one random half)."""
+    reference)`` with the model fine-tuned on ``forget`` (a random half, at
+    most ``max_size`` samples; the rest of the draw is the reference)."""
     if len(y) < 8:
         raise ValueError(f"the learned generator needs a server validation set of at least 8 samples, got {len(y)}")
+    half = min(len(y) // 2, max_size)
     tasks = []
     for t in range(count):
         perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed + t))
-        f, r = perm[: len(y) // 2], perm[len(y) // 2:]
+        f, r = perm[:half], perm[half: 2 * half]
         proxy = copy.deepcopy(model)
         train_local(proxy, x[f], y[f], epochs=epochs, batch_size=16, lr=lr, seed=seed + t)
         tasks.append((proxy, (x[f], y[f]), (x[r], y[r])))
