@@ -19,7 +19,7 @@ model is fine-tuned on one half (which it then memorises) while the other half
 plays the non-members and the retained data. The generator is meta-trained on
 those tasks by unrolling the whole ``steps``-step loop and minimising the mean,
 over the unrolled steps, of the forgetting objective plus ``lambda_r`` times the
-retention loss (truncated first-order: the model gradients at each step are
+retention loss, each relative to its value before the first step (truncated first-order: the model gradients at each step are
 constants, the path from each step's direction to every later loss is
 differentiated). Meta-training is server compute, counted in the step's wall
 time; the trained generator is kept by the method object and reused for later
@@ -93,7 +93,7 @@ class LearnedGenerator(nn.Module):
         a, b, c = torch.tanh(self.net(feats)).unbind(dim=1)
         d = _unit((1 + a) * u_f + self.lambda_r * (1 + b) * u_r + c * v)
         self._velocity = self.momentum * v + (1 - self.momentum) * d.detach()
-        gain = torch.exp(self.log_gain[min(k, self.log_gain.numel() - 1)].clamp(-2.0, 2.0))
+        gain = torch.exp(self.log_gain[min(k, self.log_gain.numel() - 1)].clamp(-1.0, 1.0))
         return d, gain
 
 
@@ -131,8 +131,9 @@ def unroll(
     """Run the loop of :class:`~fedforget.unlearning.forsaken.method.Forsaken`
     centrally on one task (gradients computed here, no messages): the mask from
     the forgetting gradient's saliency, then ``steps`` generator steps. Returns
-    the objective (forgetting + ``lambda_r`` retention on ``reference``) after
-    every step, differentiable w.r.t. the generator's parameters."""
+    the objective after every step (forgetting + ``lambda_r`` retention on
+    ``reference``, each relative to its starting value), differentiable w.r.t.
+    the generator's parameters."""
     (xf, yf), (xr, yr) = forget, reference
     model.eval()
     layers = neuron_layers(model)
@@ -164,6 +165,9 @@ def unroll(
 
     gen.start()
     losses = []
+    with torch.no_grad():  # relative objective: forgetting and retention weigh the same whatever their scales
+        f0 = forget_loss(lambda x: functional_call(model, base, (x,))).clamp_min(1e-6)
+        r0 = retain_loss(lambda x: functional_call(model, base, (x,))).clamp_min(1e-6)
     for k in range(steps):
         cur = full(theta)
         g_f = _flat_grad(model, cur, names, forget_loss)[rows]
@@ -172,7 +176,7 @@ def unroll(
         theta = theta - radius * gain * d
         nxt = full(theta)
         f = lambda x: functional_call(model, nxt, (x,))  # noqa: E731
-        losses.append(forget_loss(f) + lambda_r * retain_loss(f))
+        losses.append(forget_loss(f) / f0 + lambda_r * retain_loss(f) / r0)
     gen.start()
     return losses
 
