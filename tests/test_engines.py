@@ -88,3 +88,26 @@ def test_client_evaluate_reports_on_its_held_out_part(tiny_scenario):
     m = reply.content["metrics"]
     assert m["num-examples"] == len(fd.validation_ids[2])  # its private validation part, never the audit part
     assert 0.0 <= m["eval-accuracy"] <= 1.0 and m["eval-loss"] > 0
+
+
+def test_node_registration_is_awaited_with_a_timeout(monkeypatch):
+    """Nodes register while the ServerApp starts: discovery waits for all of
+    them, and names the shortfall after a timeout."""
+    from fedforget.flower import federation
+    from fedforget.flower.federation import FederationRuntime
+
+    class GrowingGrid:
+        def __init__(self, final):
+            self.calls, self.final = 0, final
+
+        def get_node_ids(self):
+            self.calls += 1
+            return list(range(100, 100 + min(self.final, 3 * self.calls)))
+
+    rt = FederationRuntime.__new__(FederationRuntime)
+    rt.grid = GrowingGrid(10)
+    assert rt._wait_for_nodes(10) == list(range(100, 110)) and rt.grid.calls == 4
+    monkeypatch.setattr(federation, "NODE_REGISTRATION_TIMEOUT_S", 0.3)
+    rt.grid = GrowingGrid(7)
+    with pytest.raises(RuntimeError, match="7 nodes but the scenario has 10 clients .waited"):
+        rt._wait_for_nodes(10)

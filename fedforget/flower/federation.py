@@ -28,6 +28,7 @@ from fedforget.schedule import derive_seed
 from fedforget.unlearning.base import ClientReply, CostRecord, HistoryEntry
 
 EXCHANGE_TIMEOUT_S = 1800.0
+NODE_REGISTRATION_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -111,12 +112,26 @@ class FederationRuntime:
             return self.strategy.client_of.get(node_id)
         return None
 
-    def _discover(self, num_clients: int) -> dict[int, int]:
-        node_ids = sorted(self.grid.get_node_ids())
+    def _wait_for_nodes(self, num_clients: int) -> list[int]:
+        """Node ids once every SuperNode has registered. Flower's runtimes
+        register nodes concurrently with the ServerApp's start, so an early
+        look can see only some (858 of 1,000 on Ray); wait, with a timeout."""
+        deadline = time.monotonic() + NODE_REGISTRATION_TIMEOUT_S
+        while True:
+            node_ids = sorted(self.grid.get_node_ids())
+            if len(node_ids) >= num_clients or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         if len(node_ids) != num_clients:
             raise RuntimeError(
                 f"the federation has {len(node_ids)} nodes but the scenario has {num_clients} clients"
+                + (f" (waited {NODE_REGISTRATION_TIMEOUT_S:.0f} s for the rest to register)"
+                   if len(node_ids) < num_clients else "")
             )
+        return node_ids
+
+    def _discover(self, num_clients: int) -> dict[int, int]:
+        node_ids = self._wait_for_nodes(num_clients)
         msgs = [
             Message(content=RecordDict(), message_type=MessageType.QUERY + ".whoami", dst_node_id=n)
             for n in node_ids
