@@ -177,11 +177,13 @@ class Forsaken(UnlearningMethod):
         if p.generator == "identity":
             return IdentityGenerator(p.lambda_r)
         if self.generator_ is None:
+            t0 = time.perf_counter()
             x, y = _server_validation(fed)
             gen = LearnedGenerator(p.lambda_r, p.steps, seed=fed.seed("generator"))
             tasks = proxy_tasks(model, x, y, p.meta_tasks, fed.seed("proxy"), lr=_proxy_lr(fed))
             history = meta_train(gen, tasks, p.mask_fraction, p.step_size, p.lambda_r, p.steps, p.meta_iterations)
-            fed.log(method=self.name, generator_meta_loss_first=history[0], generator_meta_loss_last=history[-1])
+            fed.log(method=self.name, generator_meta_loss_first=history[0], generator_meta_loss_last=history[-1],
+                    generator_meta_s=time.perf_counter() - t0)
             self.generator_ = gen
         return self.generator_
 
