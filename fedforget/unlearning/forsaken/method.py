@@ -199,8 +199,7 @@ class Forsaken(UnlearningMethod):
         mask = NeuronMask.select(neuron_saliency(params, first.g_forget, layers), p.mask_fraction)
         names = mask.parameter_names(model)
         target = 0.5 + p.target_se * first.auc_se
-        gen = self._generator(model, fed)
-        gen.start()
+        gen = None  # built at the first step: no meta-training when nothing is left to forget
         ex = _Exchange(first.auc, first.auc_se, mask.gather(first.g_forget),
                        mask.gather(first.g_retain) if first.g_retain else None)
         theta0 = _flat(mask.gather({n: params[n].detach() for n in names}), names)
@@ -211,6 +210,9 @@ class Forsaken(UnlearningMethod):
             if ex.auc <= target:
                 stop = "target"
                 break
+            if gen is None:
+                gen = self._generator(model, fed)
+                gen.start()
             theta = _flat(mask.gather({n: params[n].detach() for n in names}), names)
             with torch.no_grad():
                 d, gain = gen(k, _flat(ex.g_forget, names), _flat(ex.g_retain, names) if ex.g_retain else None, theta)
