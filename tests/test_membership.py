@@ -45,6 +45,9 @@ def test_oracle_sees_the_client_before_and_retrain_is_near_chance(audited):
     assert abs(auc[("retrain", 5)] - 0.5) < 0.05 or lo[("retrain", 5)] <= 0.5 <= hi[("retrain", 5)]
     fr = df[(df.metric == "fr") & (df.client == 1)].set_index(["arm", "round"]).value
     assert fr[("original", 3)] == 0.0  # the calibration model judged against itself
+    # client level: "is its data still in the model?" yes before, no after retraining
+    p = df[(df.metric == "client_mia_pvalue") & (df.client == 1)].set_index(["arm", "round"]).value
+    assert p[("original", 3)] < 0.01 and p[("retrain", 5)] > 0.05 and p[("none", 5)] < 0.01
     assert fr[("retrain", 5)] > 0.3 and fr[("none", 5)] < fr[("retrain", 5)]
 
 

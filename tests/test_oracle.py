@@ -528,3 +528,38 @@ def test_oracle_report_notes_name_withheld_tpr():
     rep = big.evaluate(model)
     assert np.isfinite(rep.metrics["tpr_at_1pct_fpr"]) and np.isnan(rep.metrics["tpr_at_0.1pct_fpr"])
     assert len(rep.notes) == 1 and rep.notes[0].startswith("tpr_at_0.1pct_fpr: NaN because 1000 non-members")
+
+
+# ------------------------------------------------------------ client-level membership test
+
+
+def test_client_level_test_detects_a_trained_client_and_holds_its_level(overfit):
+    """p < 0.01 for the client the model was fitted on; for never-trained
+    'clients' the p-values are roughly uniform (false-positive rate near the
+    level over many draws)."""
+    from fedforget.oracle.client_test import ClientMembershipTest
+
+    model, (xtr, ytr), (xte, yte) = overfit
+    scores_tr = -sample_statistics(model, xtr, ytr).loss
+    scores_te = -sample_statistics(model, xte, yte).loss
+    y_te = yte.numpy()
+    pool, candidates = np.arange(400), np.arange(400, len(y_te))  # pseudo-client pool vs fake clients
+    rng = np.random.default_rng(0)
+    test = ClientMembershipTest.calibrate(ytr.numpy()[:100], y_te[pool], 200, rng)
+    res = test.evaluate(scores_tr[:100], scores_te[pool])
+    assert res["client_mia_pvalue"] < 0.01 and res["client_mia_z"] > 3
+    pvals = []
+    for k in range(200):
+        members = rng.choice(candidates, size=60, replace=False)  # never trained on
+        t = ClientMembershipTest.calibrate(y_te[members], y_te[pool], 200, np.random.default_rng(k))
+        pvals.append(t.evaluate(scores_te[members], scores_te[pool])["client_mia_pvalue"])
+    pvals = np.array(pvals)
+    # binomial(200, 0.05): mean 10, sd 3.1; the pool is finite, so allow some slack
+    assert (pvals < 0.05).mean() < 0.12 and (pvals < 0.5).mean() == pytest.approx(0.5, abs=0.15)
+
+
+def test_client_level_test_needs_every_member_class_in_the_pool():
+    from fedforget.oracle.client_test import ClientMembershipTest
+
+    with pytest.raises(ValueError, match="no never-trained sample of class 3"):
+        ClientMembershipTest.calibrate(np.array([1, 3]), np.array([1, 1, 2]), 10, np.random.default_rng(0))

@@ -31,6 +31,8 @@ import torch
 
 from fedforget.data.federated import FederatedData
 from fedforget.oracle.attacks import Attack, get_attack
+from fedforget.oracle.client_test import ClientMembershipTest
+from fedforget.oracle.features import sample_statistics
 from fedforget.oracle.oracle import MembershipOracle, OracleReport
 from fedforget.oracle.reference import ReferenceRun
 from fedforget.oracle.sampling import class_matched_nonmembers
@@ -90,6 +92,10 @@ class _Watch:
     target: AuditTarget
     oracle: MembershipOracle
     witness_oracle: MembershipOracle | None = None
+    client_test: ClientMembershipTest | None = None
+
+#: Pseudo-clients of the client-level test, drawn once per event.
+N_PSEUDO_CLIENTS = 200
 
 
 @dataclass
@@ -114,6 +120,21 @@ class MembershipAudit:
     warnings: list[str] = field(default_factory=list)
     score_frames: list[pd.DataFrame] = field(default_factory=list)
     _warned: set = field(default_factory=set)
+    _pool: np.ndarray | None = None
+
+    @property
+    def pool_ids(self) -> np.ndarray:
+        """Never-trained data for the client-level test's pseudo-clients: every
+        client's audit part (planted witness samples left out) and the test set."""
+        if self._pool is None:
+            planted = np.concatenate([np.zeros(0, np.int64), *self.fd.witness_audit_ids.values()])
+            audit = np.setdiff1d(np.concatenate(self.fd.audit_ids), planted)
+            self._pool = np.concatenate([audit, self.fd.test_ids])
+        return self._pool
+
+    def _pool_scores(self, model: torch.nn.Module) -> np.ndarray:
+        x, y = self.fd.tensors(self.pool_ids)
+        return -sample_statistics(model, x, y).loss
 
     def control_clients(self, forgetting: list[int], k: int) -> list[int]:
         """A seeded choice of ``k`` clients that never forget anything."""
@@ -142,6 +163,7 @@ class MembershipAudit:
         (original after round event_round - 1), with the trained reference
         models; return original's rows at the calibration round."""
         rows: list[Row] = []
+        pool = self._pool_scores(model)
         for t in (t for t in self.targets if t.event_round == event_round):
             x_cols, y_cols = self.fd.tensors(t.columns)
             t.attack.fit_reference_models(references, x_cols, y_cols)
@@ -151,9 +173,11 @@ class MembershipAudit:
             if t.has_witness:
                 cols = n_main + np.arange(len(t.witness_members) + len(t.witness_nonmembers))
                 witness = self._oracle(model, t, t.witness_members, t.witness_nonmembers, cols, "witness")
-            w = _Watch(t, oracle, witness)
+            rng = np.random.default_rng(derive_seed(self.seed, "client-test", t.client, event_round))
+            test = ClientMembershipTest.calibrate(self.fd.y[t.members], self.fd.y[self.pool_ids], N_PSEUDO_CLIENTS, rng)
+            w = _Watch(t, oracle, witness, test)
             self.watches.append(w)
-            rows += self._rows_for(w, ORIGINAL, event_round - 1, model, scores=True)
+            rows += self._rows_for(w, ORIGINAL, event_round - 1, model, scores=True, pool_scores=pool)
         return rows
 
     def _oracle(self, model, t: AuditTarget, mem, non, columns, part: str) -> MembershipOracle:
@@ -170,15 +194,22 @@ class MembershipAudit:
         """Rows of every calibrated oracle on an arm's model at a round label
         (from each oracle's event on: labels > event round - 1)."""
         rows: list[Row] = []
-        for w in self.watches:
-            if rnd > w.target.event_round - 1:
-                rows += self._rows_for(w, arm, rnd, model, scores=rnd in score_rounds)
+        live = [w for w in self.watches if rnd > w.target.event_round - 1]
+        pool = self._pool_scores(model) if live else None
+        for w in live:
+            rows += self._rows_for(w, arm, rnd, model, scores=rnd in score_rounds, pool_scores=pool)
         return rows
 
-    def _rows_for(self, w: _Watch, arm: str, rnd: float, model: torch.nn.Module, scores: bool) -> list[Row]:
+    def _rows_for(
+        self, w: _Watch, arm: str, rnd: float, model: torch.nn.Module, scores: bool,
+        pool_scores: np.ndarray | None = None,
+    ) -> list[Row]:
         c = w.target.client
         rep = w.oracle.evaluate(model)
         out: list[Row] = [(arm, rnd, c, k, float(v)) for k, v in rep.metrics.items()]
+        if w.client_test is not None and pool_scores is not None:
+            member_scores = -sample_statistics(model, w.oracle.members[0], w.oracle.members[1]).loss
+            out += [(arm, rnd, c, k, v) for k, v in w.client_test.evaluate(member_scores, pool_scores).items()]
         self._note(c, w.target.event_round, rep)
         if w.witness_oracle is not None:
             wrep = w.witness_oracle.evaluate(model)
