@@ -72,7 +72,7 @@ class DataConfig(_Section):
     alpha: float = Field(0.5, gt=0)
     classes_per_client: int = Field(2, ge=1)
     shards_per_client: int = Field(2, ge=1)
-    num_clients: int = Field(10, ge=1, le=1000)
+    num_clients: int = Field(10, ge=1, le=10_000)
     holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of each client's data it never trains on")
     audit_share: float = Field(
         0.5, ge=0.0, le=1.0, description="share of the held-out part the oracle audits with; the rest is the client's validation part"

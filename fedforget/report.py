@@ -428,6 +428,17 @@ class Study:
         """Client -> the kind of its event (``withdraw``, ``delete_fraction``, ...)."""
         return {c: str(ev.get("kind", "withdraw")) for c, ev in self._client_events().items()}
 
+    def witness(self, client: int) -> str | None:
+        """The witness planted for a client's event (``backdoor``, ``canary``),
+        from the resolved scenario's events, else from its event log line."""
+        for run in self.runs:
+            for ev in run.scenario.get("events") or []:
+                ids = ev.get("clients") or ([ev["client"]] if ev.get("client") is not None else [])
+                if client in [int(c) for c in ids] and ev.get("witness"):
+                    return str(ev["witness"])
+        w = self._client_events().get(client, {}).get("witness")
+        return str(w) if w else None
+
     @property
     def controls(self) -> list[int]:
         """Audited clients that never withdraw."""
@@ -986,10 +997,10 @@ def _tpr_if_enough(run: Run, arm: str, rnd: float, client: int, metric: str) -> 
 
 
 # metrics of a withdrawn client read right after the unlearning step (t - 0.5), as key "<metric>@event"
-EVENT_METRICS = ("fr", "mia_auc")
+EVENT_METRICS = ("fr", "mia_auc", "client_mia_pvalue")
 # metrics of a withdrawn client read at the last round, with their bootstrap bounds where a run has them
 FINAL_METRICS = ("fr", "fr_fixed_fpr", "mia_auc", "forget_accuracy", "retain_accuracy", "witness_accuracy",
-                 "witness_mia_auc", "witness_fr", "witness_fr_fixed_fpr", "over_unlearning")
+                 "witness_mia_auc", "witness_fr", "witness_fr_fixed_fpr", "over_unlearning", "client_mia_pvalue")
 # global cost metrics of a method arm at its event round t (bytes shown as MB)
 COST_METRICS = ("cost_wall_s", "cost_client_steps", "cost_rounds", "cost_bytes_up", "cost_bytes_down",
                 "cost_server_storage_bytes", "speedup_steps", "speedup_bytes", "speedup_wall")
@@ -1032,7 +1043,7 @@ class Column:
     digits: int = 3
     interval: bool = True  # False: mean only (costs)
     title: str = ""
-    kind: str = "outcome"  # "outcome", "delta" (n/a-free for retrain), "cost", "speedup", "witness"
+    kind: str = "outcome"  # "outcome", "delta" (n/a-free for retrain), "cost", "speedup", "witness", "client_p"
     fr: bool = False  # an FR: "no signal" for a client the oracle did not see
     retrain_key: str = ""  # cost columns: what the retrain (yardstick) row shows; "" = "—"
 
@@ -1042,6 +1053,12 @@ COLUMNS = (
            "(round t − 0.5, before round t): the unlearning step alone"),
     Column("MIA AUC at the event", "mia_auc@event", title="membership-inference ROC AUC right after the "
            "unlearning step (round t − 0.5)"),
+    Column("client p at the event", "client_mia_pvalue@event", kind="client_p", title="client-level membership "
+           "test right after the unlearning step (round t − 0.5): one-sided p-value of the client's mean score "
+           "against pseudo-clients from never-trained data (small = the client's data is still in the model)"),
+    Column("client p at the last round", "client_mia_pvalue", kind="client_p", title="client-level membership "
+           "test at the last round: one-sided p-value (small = the client's data is still in the model; a model "
+           "that never saw the client gives a roughly uniform p)"),
     Column("final FR", "fr", fr=True, title="forgetting rate at the last round: net share of the samples "
            "flagged as members at calibration that the oracle no longer flags (1 = all forgotten)"),
     Column("FR (fixed FPR)", "fr_fixed_fpr", fr=True, title="FR at the last round with the threshold "
@@ -1092,6 +1109,43 @@ def _cell(study: Study, values: list[dict[str, float]], col: Column, signal: lis
                         [v.get(hi, NAN) for v in values], study.across_seeds, signal if col.fr else None)
 
 
+BACKDOOR_HEADER = "backdoor success (triggered test)"
+BACKDOOR_TITLE = ("attack success of the client's backdoor: share of triggered test samples classified as the "
+                  "backdoor's target label, at the last round (retrain, which never saw the trigger, is the target)")
+P_MEDIAN_TITLE = (" With several seeds: the median p over the seeds (p-values are skewed, so no mean ± interval); "
+                  "one seed: its p.")
+
+
+def _p_text(p: float) -> str:
+    """A p-value: "<0.001" below 0.001, else 3 decimals; "n/a" when missing."""
+    if not _finite(p):
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _p_cell(study: Study, values: Sequence[float]) -> str:
+    """A p-value cell from per-run values: the one run's p, or the median over
+    the seeds that have one (noting how many when some have none)."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return "n/a"
+    text = _p_text(float(np.median(x)))
+    if study.across_seeds:
+        text += f" (median{'' if x.size == len(values) else f', {x.size} of {len(values)} seeds'})"
+    return text
+
+
+def _column_view(study: Study, col: Column, client: int) -> tuple[str, str]:
+    """A column's header and title for one client: the witness accuracy of a
+    backdoor witness is its attack success on triggered test samples."""
+    if col.key == "witness_accuracy" and study.witness(client) == "backdoor":
+        return BACKDOOR_HEADER, BACKDOOR_TITLE
+    if col.kind == "client_p":
+        return col.header, col.title + "." + P_MEDIAN_TITLE
+    return col.header, col.title
+
+
 def _interval_caption(study: Study) -> str:
     if study.across_seeds:
         return f"Mean ± half-width: {ACROSS_SEEDS_LABEL} over {len(study.runs)} seeds."
@@ -1112,7 +1166,10 @@ def _method_table(study: Study, client: int, event_round: int) -> str:
     per_arm = {a: [_row_values(r, a, client, T, event_round) for r in study.runs] for a in study.arms}
     has_witness = any(_finite(v[k]) for vs in per_arm.values() for v in vs
                       for k in ("witness_accuracy", "witness_mia_auc", "witness_fr", "witness_fr_fixed_fpr"))
-    outcome_cols = [c for c in COLUMNS if c.kind in ("outcome", "delta") or (c.kind == "witness" and has_witness)]
+    has_client_p = {k: any(_finite(v[k]) for vs in per_arm.values() for v in vs)
+                    for k in ("client_mia_pvalue@event", "client_mia_pvalue")}
+    outcome_cols = [c for c in COLUMNS if c.kind in ("outcome", "delta") or (c.kind == "witness" and has_witness)
+                    or (c.kind == "client_p" and has_client_p[c.key])]
     order = [a for a in (*study.methods, RETRAIN, ORIGINAL) if a in per_arm]
     rows, classes = [], []
     for arm in order:
@@ -1121,6 +1178,9 @@ def _method_table(study: Study, client: int, event_round: int) -> str:
         for col in outcome_cols:
             # retrain's gap to itself is 0 by definition
             same = arm == RETRAIN and col.kind == "delta"
+            if col.kind == "client_p":
+                row.append(_p_cell(study, [v[col.key] for v in per_arm[arm]]))
+                continue
             row.append("—" if same else _cell(study, per_arm[arm], col, signal).text(col.digits))
         row.append("" if ref else _flag_text(study, per_arm[arm]))
         rows.append(row)
@@ -1129,9 +1189,13 @@ def _method_table(study: Study, client: int, event_round: int) -> str:
                f"columns at the last round (round {_round_text(T)}). {_interval_caption(study)}")
     if signal is not None and not any(signal):
         caption += f" FR cells read \"{NO_SIGNAL}\": the oracle did not see this client at calibration."
+    if any(c.kind == "client_p" for c in outcome_cols):
+        caption += (" Client p: the client-level membership test's p-value (\"<0.001\" below 0.001)"
+                    + (", median over the seeds." if study.across_seeds else "."))
+    views = [_column_view(study, c, client) for c in outcome_cols]
     out = [
-        _table(["arm", *(c.header for c in outcome_cols), "flags"], rows,
-               titles=["", *(c.title for c in outcome_cols), "over-unlearning at the last round"], row_classes=classes),
+        _table(["arm", *(h for h, _ in views), "flags"], rows,
+               titles=["", *(t for _, t in views), "over-unlearning at the last round"], row_classes=classes),
         f'<p class="small">{esc(caption)}</p>',
         *_over_unlearning_lines(study, client, T),
     ]
@@ -1275,6 +1339,13 @@ def _client_section(study: Study, client: int, event_round: int) -> str:
             continue
         uri = _curve_figure(study, client, metric, title, ylabel, [event_round], hline)
         out.append(_figure(uri, title, caption) if uri else _note(f"No {ylabel} values for client {client}."))
+    if study.witness(client) == "backdoor":
+        title = f"client {client}: backdoor success vs round"
+        uri = _curve_figure(study, client, "witness_accuracy", title, "backdoor success", [event_round])
+        out.append(_figure(uri, title, "Backdoor attack success by round: share of triggered test samples "
+                           "classified as the backdoor's target label; retrain (black, dashed), which never saw "
+                           f"the trigger, is the reference; {event_line}{band}")
+                   if uri else _note(f"No backdoor success values for client {client}."))
     out.append(f"<h3>ROC curves, client {client}</h3>")
     if all(r.scores is None for r in study.runs):
         out.append(_note("No scores.parquet in this run directory (oracle.scores = false?): ROC curves skipped."))
@@ -1300,10 +1371,20 @@ def _controls_section(study: Study) -> str:
     T = study.last_round
     metrics = (("FR", "fr"), ("FR (fixed FPR)", "fr_fixed_fpr"), ("MIA AUC", "mia_auc"))
     headers = ["arm"] + [f"client {c} {h}" for c in controls for h, _ in metrics]
+    with_p = {c for c in controls
+              if any(_finite(r.value(a, T, c, "client_mia_pvalue")) for r in study.runs for a in study.arms)}
+    headers += [f"client {c} client p at the last round" for c in controls if c in with_p]
     rows = [[arm] + [study.value(arm, T, c, m).text() for c in controls for _, m in metrics]
+            + [_p_cell(study, [r.value(arm, T, c, "client_mia_pvalue") for r in study.runs])
+               for c in controls if c in with_p]
             for arm in study.arms]
     silent = [c for c in controls if all(s is False for s in study.signal(c))]
     notes = [f"At the last round (round {_round_text(T)}). {_interval_caption(study)}"]
+    if with_p:
+        notes.append("Client p: the client-level membership test's p-value (\"<0.001\" below 0.001"
+                     + ("; median over the seeds" if study.across_seeds else "") + "); roughly uniform for a "
+                     "model that never saw the client, small when the client's data is in the model, as it "
+                     "should be for a control.")
     if silent:
         notes.append(f"\"{NO_SIGNAL}\": the oracle did not see client{'s' if len(silent) > 1 else ''} "
                      f"{', '.join(map(str, silent))} at calibration (original's MIA AUC below {SIGNAL_AUC}).")
@@ -1352,6 +1433,19 @@ def _reading_notes() -> str:
         "<b>MIA AUC</b>: how well the oracle's score separates the client's samples from matched non-members; "
         "0.5 = it cannot tell them apart. Retrain, which never saw the client, is the target.",
         "<b>Gap to retrain</b>: a method's value minus retrain's at the last round.",
+        "<b>Client-level test</b> (<code>client_mia_z</code>, <code>client_mia_pvalue</code>): is this client's "
+        "data still in the model? The statistic is the client's mean per-sample score (−loss); z is how many "
+        "standard deviations it lies above the same statistic on pseudo-clients (same size and label "
+        "histogram) drawn from never-trained data, and p is the one-sided p-value of that z. The "
+        "pseudo-clients are drawn once per event, from every client's audit part and the test set, and reused "
+        "for every arm and round. Small p (e.g. &lt;0.001) = the client's data is still detectably in the "
+        "model; a model that never saw the client (retrain) gives a roughly uniform p. With several seeds the "
+        "tables show the median p.",
+        "<b>Backdoor success</b>: for a client whose witness is a backdoor, the share of triggered test "
+        "samples the model classifies as the backdoor's target label (the <code>witness_accuracy</code> "
+        "metric of that client). High = the backdoor, and so the client's influence, is still there; "
+        "retrain, which never saw the trigger, shows the level to reach. Canary witnesses keep the witness "
+        "columns' meaning: the share of planted samples predicted with their planted label.",
         f"<b>Intervals</b>: with several seeds, the {ACROSS_SEEDS_LABEL} (mean ± half-width). With one seed, the "
         f"{ORACLE_SAMPLING_LABEL} ([lo, hi]): the oracle's bootstrap over its audit samples, which holds the "
         "trained model fixed and understates run-to-run spread; --seeds N gives across-seed intervals. n/a: no "

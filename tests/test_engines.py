@@ -111,3 +111,18 @@ def test_node_registration_is_awaited_with_a_timeout(monkeypatch):
     rt.grid = GrowingGrid(7)
     with pytest.raises(RuntimeError, match="7 nodes but the scenario has 10 clients .waited"):
         rt._wait_for_nodes(10)
+
+
+def test_one_thousand_clients_start_and_run_a_round_inline(tmp_path):
+    from tests.conftest import tiny
+
+    sc = tiny(
+        data={"dataset": "synthetic", "num_clients": 1000, "holdout_fraction": 0.0,
+              "synthetic": {"samples": 4000, "features": 20, "informative": 5, "classes": 4}},
+        model={"name": "logreg", "hidden": []},
+        train={"rounds": 1, "fraction": 0.01, "local_epochs": 1},
+    )
+    res = fedforget.run(sc, out=tmp_path / "k")
+    trained = [e for e in read_events(res.run_dir) if e["event"] == "message" and e["type"] == "train"]
+    assert len(trained) == 10 and len({e["client"] for e in trained}) == 10
+    assert res.final() > 0

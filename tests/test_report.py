@@ -67,6 +67,8 @@ def make_fake_run(
     over_unlearning: str | None = None,
     scores: bool = True,
     events: bool = True,
+    client_test: bool = False,
+    witness: str | None = None,
 ) -> Path:
     """Write a synthetic finished run directory in the run loop's layout.
 
@@ -90,6 +92,14 @@ def make_fake_run(
         every arm and watched client).
     events : bool
         With ``False``, a run without withdrawal: original only, test accuracy.
+    client_test : bool
+        Write ``client_mia_z`` / ``client_mia_pvalue`` for the withdrawn client
+        and the controls, every arm from t - 0.5 on and original at t - 1 (see
+        ``client_p``).
+    witness : str, optional
+        The withdrawal event's witness (``backdoor``, ``canary``): in the
+        scenario and the event log, with ``witness_accuracy`` rows for the
+        withdrawn client (every arm, from t - 0.5 on).
 
     Returns
     -------
@@ -154,6 +164,21 @@ def make_fake_run(
                                          rng.normal(0.02, 0.02))
                 if arm in methods:
                     rows.append((arm, r, withdrawn, "over_unlearning", float(arm == over_unlearning)))
+        if client_test:
+            for arm in arms:
+                for r in [half, *(float(x) for x in range(event_round, rounds + 1))]:
+                    for c in (withdrawn, *controls):
+                        p = client_p(arm, r, c, half)
+                        rows += [(arm, r, c, "client_mia_pvalue", p), (arm, r, c, "client_mia_z", _norm_isf(p))]
+            for c in (withdrawn, *controls):
+                p = client_p("original", event_round - 1.0, c, half)
+                rows += [("original", event_round - 1.0, c, "client_mia_pvalue", p),
+                         ("original", event_round - 1.0, c, "client_mia_z", _norm_isf(p))]
+        if witness is not None:
+            for arm in arms:
+                for r in [half, *(float(x) for x in range(event_round, rounds + 1))]:
+                    gone = arm == "retrain" or (arm in methods and r > half)
+                    rows.append((arm, r, withdrawn, "witness_accuracy", (0.1 if gone else 0.9) + rng.normal(0, 0.01)))
         # Method arms exist from the event on and share original's prefix (rounds
         # <= t - 1, calibration rows included), as the run loop writes them; the
         # report reads the calibration point from original.
@@ -184,6 +209,8 @@ def make_fake_run(
     log = [{"t": 0.0, "event": "run_start", "scenario": "fake", "seed": seed}]
     if events:
         log.append({"t": 1.0, "event": "withdraw", "round": event_round, "clients": [withdrawn], "kind": "withdraw"})
+        if witness is not None:
+            log[-1]["witness"] = witness
         log += [{"t": 1.1, "event": "unlearn", "arm": m, "round": event_round, "clients": [withdrawn]}
                 for m in methods]
         log.append({"t": 2.0, "event": "warning", "message": "a synthetic warning"})
@@ -191,6 +218,8 @@ def make_fake_run(
     (out / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in log))
 
     event_toml = f'\n[[events]]\nround = {event_round}\nclient = {withdrawn}\nkind = "withdraw"\n' if events else ""
+    if events and witness is not None:
+        event_toml += f'witness = "{witness}"\n'
     method_list = ", ".join(f'"{m}"' for m in methods) if events else ""
     (out / "resolved.toml").write_text(
         f'name = "fake"\nseed = {seed}\n\n[data]\ndataset = "synthetic"\nnum_clients = 5\npartitioner = "iid"\n\n'
@@ -199,6 +228,25 @@ def make_fake_run(
         '[oracle]\nattack = "loss"\n'
     )
     return out
+
+
+def client_p(arm: str, rnd: float, client: int, half: float) -> float:
+    """The fake client-level p-value: below 0.001 where the model holds the
+    client's data (original and ``none`` always, the other methods right after
+    their step, the controls on every arm), ``base + 0.01 * round`` for
+    retrain and the recovered methods (so the rounds are told apart)."""
+    base = {"original": 1e-5, "retrain": 0.4, "forsaken": 0.2, "pga": 0.3, "none": 1e-6}.get(arm, 0.5)
+    if client != 2:  # controls stay in the model
+        return 2e-4 + 1e-5 * rnd
+    if arm in ("original", "none"):
+        return base
+    return 0.0005 if rnd == half and arm != "retrain" else base + 0.01 * rnd
+
+
+def _norm_isf(p: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.isf(p))
 
 
 def _norm_ppf(p: float) -> float:
@@ -580,3 +628,67 @@ def test_frontier_figure_single_and_multi_seed(tmp_path):
 def test_frontier_skipped_without_methods(tmp_path):
     text = write_report(make_fake_run(tmp_path / "run", methods=())).read_text()
     assert "<h3>Cost–forgetting frontier" not in text and FRONTIER_CAPTION not in text
+
+
+# ------------------------------------------------ client-level test, backdoor witness
+
+
+def test_client_p_columns_come_from_the_event_and_last_round(tmp_path):
+    run = make_fake_run(tmp_path / "run", client_test=True)
+    text = write_report(run).read_text()
+    table = method_table(text)
+    for arm in (*METHODS, "retrain (reference)", "original (reference)"):
+        name = arm.split(" ")[0]
+        for header, rnd in (("client p at the event", 3.5), ("client p at the last round", 6.0)):
+            p = metric_value(run, name, rnd, 2, "client_mia_pvalue")
+            assert table[arm][header] == ("<0.001" if p < 0.001 else f"{p:.3f}"), (arm, header)
+    # the fake: pga 0.0005 right after its step, 0.36 at the last round; retrain 0.435 and 0.46
+    assert table["pga"]["client p at the event"] == "<0.001"
+    assert table["pga"]["client p at the last round"] == "0.360"
+    assert table["retrain (reference)"]["client p at the event"] == "0.435"
+    assert table["original (reference)"]["client p at the last round"] == "<0.001"
+    assert "median p over the seeds" in text  # the column titles say how seeds are combined
+    controls = table_with(text, "client 0 client p at the last round")
+    assert all(row["client 0 client p at the last round"] == "<0.001" for row in controls.values())
+    assert "client 3 client p at the last round" in next(iter(controls.values()))
+    section = text.split("How to read this report", 1)[1]
+    assert "<b>Client-level test</b>" in section and "pseudo-clients" in section and "uniform" in section
+    assert "<b>Backdoor success</b>" in section
+
+
+def test_client_p_median_across_seeds(tmp_path):
+    root = tmp_path / "multi"
+    for s in range(3):
+        make_fake_run(root / f"seed-{s}", seed=s, client_test=True)
+    df = pd.read_parquet(root / "seed-0" / "metrics.parquet")  # one seed's p differs: the median ignores it
+    df.loc[(df.arm == "pga") & (df["round"] == 6.0) & (df.client == 2) & (df.metric == "client_mia_pvalue"),
+           "value"] = 0.9
+    df.to_parquet(root / "seed-0" / "metrics.parquet", index=False)
+    table = method_table(write_report(root).read_text())
+    assert table["pga"]["client p at the last round"] == "0.360 (median)"
+    assert table["pga"]["client p at the event"] == "<0.001 (median)"
+
+
+def test_runs_without_client_test_have_no_client_p_columns(single_report):
+    text = single_report.read_text()
+    assert "client p at the event" not in text and "client p at the last round" not in text
+    assert "backdoor success (triggered test)" not in text and "backdoor success vs round" not in text
+
+
+def test_backdoor_witness_label_and_figure(tmp_path):
+    plain = write_report(make_fake_run(tmp_path / "plain")).read_text()
+    run = make_fake_run(tmp_path / "backdoor", witness="backdoor")
+    text = write_report(run).read_text()
+    table = table_with(text, "backdoor success (triggered test)")
+    assert "witness acc" not in table["pga"]
+    assert table["pga"]["backdoor success (triggered test)"] == \
+        f"{metric_value(run, 'pga', 6.0, 2, 'witness_accuracy'):.3f}"
+    assert "client 2: backdoor success vs round" in text
+    assert text.count("<img ") == plain.count("<img ") + 1
+    rendered, total = rendered_figures(run / "report.html", tmp_path)
+    assert rendered == total == plain.count("<img ") + 1
+
+    canary = write_report(make_fake_run(tmp_path / "canary", witness="canary")).read_text()
+    assert "witness acc" in method_table(canary)["pga"]
+    assert "backdoor success (triggered test)" not in canary and "backdoor success vs round" not in canary
+    assert canary.count("<img ") == plain.count("<img ")
