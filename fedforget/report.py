@@ -27,6 +27,13 @@ retraining, over-unlearning flags, and a cost–forgetting frontier (each method
 |MIA AUC − retrain's| at ``t - 0.5`` against its speed-up in client steps and
 wall time). Control clients (never withdrawn) get a small table of final FR and
 AUC.
+
+Where the run has the client-level membership test (``client_mia_pvalue``), the
+method table adds its p-value at ``t - 0.5`` and at the last round and the
+controls table at the last round ("<0.001" below 0.001; across seeds the
+median). A client whose event plants a ``backdoor`` witness gets its
+``witness_accuracy`` labelled as backdoor success on triggered test samples and
+a backdoor-success curve.
 """
 
 from __future__ import annotations
