@@ -95,6 +95,30 @@ def _reply(message: Message, arrays: ArrayRecord | None, metrics: dict, meta: di
     return Message(content=content, reply_to=message)
 
 
+def _train_epochs(sc: Scenario, model, x, y, epochs: float, seed: int, device) -> tuple[int, float]:
+    """Local training for ``epochs`` (possibly fractional); returns the client
+    steps and the last training loss."""
+    def run(xs, ys, n_epochs: int):
+        return train_local(
+            model, xs, ys, epochs=n_epochs, batch_size=sc.train.batch_size, lr=sc.train.lr,
+            optimizer=sc.train.optimizer, momentum=sc.train.momentum,
+            weight_decay=sc.train.weight_decay, seed=seed, device=device,
+        )
+
+    steps, full, part = 0, int(epochs), epochs - int(epochs)
+    if full:
+        res = run(x, y, full)
+        steps += res.steps
+    if part > 1e-9:
+        # A fractional epoch (FedEraser's calibration) trains on a seeded
+        # subset of that size.
+        g = torch.Generator().manual_seed(seed + 1)
+        idx = torch.randperm(len(y), generator=g)[: max(1, int(round(part * len(y))))]
+        res = run(x[idx], y[idx], 1)
+        steps += res.steps
+    return steps, res.loss
+
+
 def make_client_app(scenarios: list[Scenario] | None = None) -> ClientApp:
     """Build the ClientApp.
 
@@ -135,29 +159,9 @@ def make_client_app(scenarios: list[Scenario] | None = None) -> ClientApp:
             # The oracle's reference training (simulation-only, not the
             # protocol): train on the given sample ids instead.
             x, y = federated_data_for(sc).tensors(message.content["train_ids"]["ids"].numpy())
-        steps = 0
-        full, part = int(epochs), epochs - int(epochs)
-        seed = int(cfg["seed"])
-        if full:
-            res = train_local(
-                model, x, y, epochs=full, batch_size=sc.train.batch_size, lr=sc.train.lr,
-                optimizer=sc.train.optimizer, momentum=sc.train.momentum,
-                weight_decay=sc.train.weight_decay, seed=seed, device=data.device,
-            )
-            steps += res.steps
-        if part > 1e-9:
-            # A fractional epoch (FedEraser's calibration) trains on a seeded
-            # subset of that size.
-            g = torch.Generator().manual_seed(seed + 1)
-            idx = torch.randperm(len(y), generator=g)[: max(1, int(round(part * len(y))))]
-            res = train_local(
-                model, x[idx], y[idx], epochs=1, batch_size=sc.train.batch_size, lr=sc.train.lr,
-                optimizer=sc.train.optimizer, momentum=sc.train.momentum,
-                weight_decay=sc.train.weight_decay, seed=seed, device=data.device,
-            )
-            steps += res.steps
+        steps, loss = _train_epochs(sc, model, x, y, epochs, int(cfg["seed"]), data.device)
         arrays = ArrayRecord(model.cpu().state_dict())
-        metrics = {"num-examples": len(y), "steps": steps, "train-loss": res.loss}
+        metrics = {"num-examples": len(y), "steps": steps, "train-loss": loss}
         meta = {"arm": str(cfg.get("arm", "")), "partition-id": pid, "job": int(cfg.get("job", -1))}
         return _reply(message, arrays, metrics, meta)
 

@@ -254,9 +254,9 @@ class ScenarioRun:
         cost.wall_s = time.perf_counter() - t0
         self.writer.event("unlearn", arm=st.arm.name, round=rnd, clients=ev.client_ids,
                           validation_accuracy_after=self.validation_accuracy(model), **cost.as_metrics())
-        before = {k: v for k, v in st.state.items()}
-        changed = sum(int((model.state_dict()[k] != v).sum()) for k, v in before.items())
-        extra = {**method.step_metrics(), "changed_fraction": changed / sum(v.numel() for v in before.values())}
+        after = model.state_dict()
+        changed = sum(int((after[k] != v).sum()) for k, v in st.state.items())
+        extra = {**method.step_metrics(), "changed_fraction": changed / sum(v.numel() for v in st.state.values())}
         for key, value in {**cost.as_metrics(), **extra}.items():
             self.writer.metric(st.arm.name, rnd, None, key, value)
         total = self.step_costs.setdefault((st.arm.name, rnd), CostRecord())

@@ -205,11 +205,16 @@ class MembershipAudit:
         pool_scores: np.ndarray | None = None,
     ) -> list[Row]:
         c = w.target.client
-        rep = w.oracle.evaluate(model)
-        out: list[Row] = [(arm, rnd, c, k, float(v)) for k, v in rep.metrics.items()]
         if w.client_test is not None and pool_scores is not None:
-            member_scores = -sample_statistics(model, w.oracle.members[0], w.oracle.members[1]).loss
-            out += [(arm, rnd, c, k, v) for k, v in w.client_test.evaluate(member_scores, pool_scores).items()]
+            # One forward pass over the members serves the oracle and the client-level test.
+            o = w.oracle
+            m_stats = sample_statistics(model, o.members[0], o.members[1], o.batch_size)
+            rep = o.evaluate_stats(m_stats, sample_statistics(model, o.nonmembers[0], o.nonmembers[1], o.batch_size))
+            client_level = w.client_test.evaluate(-m_stats.loss, pool_scores)
+        else:
+            rep, client_level = w.oracle.evaluate(model), {}
+        out: list[Row] = [(arm, rnd, c, k, float(v)) for k, v in rep.metrics.items()]
+        out += [(arm, rnd, c, k, v) for k, v in client_level.items()]
         self._note(c, w.target.event_round, rep)
         if w.witness_oracle is not None:
             wrep = w.witness_oracle.evaluate(model)
