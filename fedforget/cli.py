@@ -55,6 +55,22 @@ def _run_and_print(sc, out: Path, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_flwr_run(args: argparse.Namespace) -> int:
+    from fedforget.config import ConfigError
+    from fedforget.flower.deployment import flwr_run
+
+    try:
+        out = flwr_run(args.config, args.overrides, args.out, args.app_dir)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (FileNotFoundError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"run directory: {out}  (report: {out / 'report.html'})")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from fedforget.report import write_report
 
@@ -120,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--verbose", action="store_true", help="show Ray and Flower logs")
     r.add_argument("--seeds", type=int, default=1, help="run N seeds (seed, seed+1, ...) in one runtime")
     r.set_defaults(func=_cmd_run)
+    fr = sub.add_parser(
+        "flwr-run", help="run a scenario through `flwr run` (local SuperLink, one SuperNode per client)"
+    )
+    fr.add_argument("config", help="scenario TOML file")
+    fr.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    fr.add_argument("--out", help="run directory (default runs/<name>-<timestamp>)")
+    fr.add_argument("--app-dir", default=".", help="the Flower app (this checkout's root)")
+    fr.set_defaults(func=_cmd_flwr_run)
     rep = sub.add_parser("report", help="(re)build report.html of a run directory")
     rep.add_argument("run_dir")
     rep.set_defaults(func=_cmd_report)

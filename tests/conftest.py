@@ -29,6 +29,23 @@ def tiny(**sections):
     return scenario_from_dict(base)
 
 
+TIMED_METRICS = ["cost_wall_s", "speedup_wall", "retrain_wall_s_to_event", "retrain_wall_s_to_end"]
+
+
+def assert_same_metrics(a, b) -> bool:
+    """Two runs' metrics are bit-identical except wall-clock measurements
+    (NaN equals NaN); returns whether any timed metric was present."""
+    import numpy as np
+
+    keys = ["arm", "round", "client", "metric"]
+    a = a.sort_values(keys).reset_index(drop=True)
+    b = b.sort_values(keys).reset_index(drop=True)
+    timed = a.metric.isin(TIMED_METRICS)
+    assert a[~timed].drop(columns="value").equals(b[~timed].drop(columns="value"))
+    np.testing.assert_array_equal(a[~timed].value.to_numpy(), b[~timed].value.to_numpy())
+    return bool(timed.any())
+
+
 @pytest.fixture
 def tiny_scenario():
     return tiny

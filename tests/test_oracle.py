@@ -537,7 +537,7 @@ def test_client_level_test_detects_a_trained_client_and_holds_its_level(overfit)
     """p < 0.01 for the client the model was fitted on; for never-trained
     'clients' the p-values are roughly uniform (false-positive rate near the
     level over many draws)."""
-    from fedforget.oracle.client_test import ClientMembershipTest
+    from fedforget.oracle.client_level import ClientMembershipTest
 
     model, (xtr, ytr), (xte, yte) = overfit
     scores_tr = -sample_statistics(model, xtr, ytr).loss
@@ -559,7 +559,7 @@ def test_client_level_test_detects_a_trained_client_and_holds_its_level(overfit)
 
 
 def test_client_level_test_needs_every_member_class_in_the_pool():
-    from fedforget.oracle.client_test import ClientMembershipTest
+    from fedforget.oracle.client_level import ClientMembershipTest
 
     with pytest.raises(ValueError, match="no never-trained sample of class 3"):
         ClientMembershipTest.calibrate(np.array([1, 3]), np.array([1, 1, 2]), 10, np.random.default_rng(0))

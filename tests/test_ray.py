@@ -49,16 +49,12 @@ def test_ray_run_completes_and_learns(ray_runs):
 
 @pytest.mark.parametrize("name", ["plain", "withdrawal", "deletion"])
 def test_ray_and_inline_give_identical_metrics(ray_runs, tmp_path, name):
+    from tests.conftest import assert_same_metrics
+
     results, scenarios = ray_runs
     inline = fedforget.run(with_overrides(scenarios[name], ["runtime.engine=inline"]), out=tmp_path / "inline")
-    ray_df = results[name].metrics.sort_values(["arm", "round", "client", "metric"]).reset_index(drop=True)
-    in_df = inline.metrics.sort_values(["arm", "round", "client", "metric"]).reset_index(drop=True)
-    # wall-clock times (and speed-ups in wall time) are measurements, not results
-    timed = ray_df.metric.isin(["cost_wall_s", "speedup_wall", "retrain_wall_s_to_event", "retrain_wall_s_to_end"])
-    assert ray_df[~timed].drop(columns="value").equals(in_df[~timed].drop(columns="value"))
-    # bit-identical; NaN (e.g. a TPR withheld for too few non-members) equals NaN
-    np.testing.assert_array_equal(ray_df[~timed].value.to_numpy(), in_df[~timed].value.to_numpy())
-    assert timed.any() == (name != "plain")
+    has_timed = assert_same_metrics(results[name].metrics, inline.metrics)
+    assert has_timed == (name != "plain")
 
 
 def test_ray_withdrawn_client_gets_no_training_message(ray_runs):

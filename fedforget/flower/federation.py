@@ -29,6 +29,7 @@ from fedforget.unlearning.base import ClientReply, CostRecord, HistoryEntry
 
 EXCHANGE_TIMEOUT_S = 1800.0
 NODE_REGISTRATION_TIMEOUT_S = 120.0
+NODE_COUNT_STABLE_S = 10.0  # a count unchanged this long has finished registering
 
 
 @dataclass
@@ -115,18 +116,24 @@ class FederationRuntime:
     def _wait_for_nodes(self, num_clients: int) -> list[int]:
         """Node ids once every SuperNode has registered. Flower's runtimes
         register nodes concurrently with the ServerApp's start, so an early
-        look can see only some (858 of 1,000 on Ray); wait, with a timeout."""
+        look can see only some (858 of 1,000 on Ray); wait until all are there,
+        the count has stopped moving, or the timeout."""
         deadline = time.monotonic() + NODE_REGISTRATION_TIMEOUT_S
+        node_ids: list[int] = []
+        last_change = time.monotonic()
         while True:
-            node_ids = sorted(self.grid.get_node_ids())
-            if len(node_ids) >= num_clients or time.monotonic() > deadline:
+            seen = sorted(self.grid.get_node_ids())
+            if len(seen) != len(node_ids):
+                node_ids, last_change = seen, time.monotonic()
+            now = time.monotonic()
+            if len(node_ids) >= num_clients or now > deadline or now - last_change > NODE_COUNT_STABLE_S:
                 break
             time.sleep(0.2)
         if len(node_ids) != num_clients:
             raise RuntimeError(
-                f"the federation has {len(node_ids)} nodes but the scenario has {num_clients} clients"
-                + (f" (waited {NODE_REGISTRATION_TIMEOUT_S:.0f} s for the rest to register)"
-                   if len(node_ids) < num_clients else "")
+                f"the federation has {len(node_ids)} nodes but the scenario has {num_clients} clients "
+                f"(one SuperNode per client; under `flwr run`, pass --federation-config "
+                f"\"num-supernodes={num_clients}\", or run `fedforget flwr-run CONFIG`)"
             )
         return node_ids
 

@@ -31,7 +31,7 @@ import torch
 
 from fedforget.data.federated import FederatedData
 from fedforget.oracle.attacks import Attack, get_attack
-from fedforget.oracle.client_test import ClientMembershipTest
+from fedforget.oracle.client_level import ClientMembershipTest
 from fedforget.oracle.features import sample_statistics
 from fedforget.oracle.oracle import MembershipOracle, OracleReport
 from fedforget.oracle.reference import ReferenceRun
