@@ -56,6 +56,8 @@ class Auditor:
         out: list[Row] = []
         loss, acc = evaluate(model, *self.test)
         out += [(None, "test_loss", loss), (None, "test_accuracy", acc)]
+        if not self.watched:  # the retain set (every client's train part) is only reported per watched client
+            return out
         retain_acc = evaluate(model, *self.retain)[1] if len(self.retain[1]) else float("nan")
         for c in self.watched:
             out.append((c, "forget_accuracy", evaluate(model, *self.forget[c])[1]))

@@ -80,10 +80,28 @@ def _client_data(scenario: Scenario, pid: int, drop: list[int] = (), forget_even
 
 
 def _model(scenario: Scenario, arrays: ArrayRecord, device: torch.device) -> torch.nn.Module:
+    """A fresh model holding the received weights (unlearning ops may alter it)."""
     fd = federated_data_for(scenario)
     model = build_model(scenario.model.name, fd.input_shape, fd.num_classes, scenario.model.hidden, seed=0)
     model.load_state_dict(arrays.to_torch_state_dict())
     return model.to(device)
+
+
+_WORK_MODELS: dict[tuple, torch.nn.Module] = {}
+
+
+def _work_model(scenario: Scenario, arrays: ArrayRecord, device: torch.device) -> torch.nn.Module:
+    """One reused model per architecture and device for plain training and
+    evaluation (a process handles one message at a time): loading the weights
+    replaces every parameter and buffer, and the optimiser is fresh per call."""
+    fd = federated_data_for(scenario)
+    key = (scenario.model.name, tuple(fd.input_shape), fd.num_classes, tuple(scenario.model.hidden), str(device))
+    model = _WORK_MODELS.get(key)
+    if model is None:
+        model = _WORK_MODELS[key] = _model(scenario, arrays, device)
+    else:
+        model.load_state_dict(arrays.to_torch_state_dict())
+    return model
 
 
 def _reply(message: Message, arrays: ArrayRecord | None, metrics: dict, meta: dict) -> Message:
@@ -150,7 +168,7 @@ def make_client_app(scenarios: list[Scenario] | None = None) -> ClientApp:
         sc, pid = setup(context, message)
         cfg = message.content["config"]
         data = _client_data(sc, pid, _event_list(cfg.get("drop")))
-        model = _model(sc, message.content["arrays"], data.device)
+        model = _work_model(sc, message.content["arrays"], data.device)
         epochs = float(cfg.get("epochs", sc.train.local_epochs))
         if epochs <= 0:
             raise ValueError(f"epochs must be > 0, got {epochs}")
@@ -160,7 +178,7 @@ def make_client_app(scenarios: list[Scenario] | None = None) -> ClientApp:
             # protocol): train on the given sample ids instead.
             x, y = federated_data_for(sc).tensors(message.content["train_ids"]["ids"].numpy())
         steps, loss = _train_epochs(sc, model, x, y, epochs, int(cfg["seed"]), data.device)
-        arrays = ArrayRecord(model.cpu().state_dict())
+        arrays = ArrayRecord({k: v.cpu() for k, v in model.state_dict().items()})
         metrics = {"num-examples": len(y), "steps": steps, "train-loss": loss}
         meta = {"arm": str(cfg.get("arm", "")), "partition-id": pid, "job": int(cfg.get("job", -1))}
         return _reply(message, arrays, metrics, meta)
@@ -169,7 +187,7 @@ def make_client_app(scenarios: list[Scenario] | None = None) -> ClientApp:
     def evaluate_validation(message: Message, context: Context) -> Message:
         sc, pid = setup(context, message)
         data = _client_data(sc, pid)
-        model = _model(sc, message.content["arrays"], data.device)
+        model = _work_model(sc, message.content["arrays"], data.device)
         loss, acc = evaluate(model, data.x_validation, data.y_validation)
         metrics = {"num-examples": len(data.y_validation), "eval-loss": loss, "eval-accuracy": acc}
         return _reply(message, None, metrics, {"partition-id": pid})
