@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a scenario TOML file")
     r.add_argument("config", help="scenario TOML file")
     r.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.rounds=5")
-    r.add_argument("--engine", choices=["ray", "inline"], help="override runtime.engine")
+    r.add_argument("--engine", choices=["ray", "actors", "inline"], help="override runtime.engine")
     r.add_argument("--out", help="run directory (default runs/<name>-<timestamp>)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--verbose", action="store_true", help="show Ray and Flower logs")

@@ -132,7 +132,7 @@ class TrainConfig(_Section):
 
 
 class RuntimeConfig(_Section):
-    engine: Literal["ray", "inline"] = "ray"
+    engine: Literal["ray", "actors", "inline"] = "ray"
     num_cpus: float = Field(1.0, gt=0)
     num_gpus: float = Field(0.0, ge=0)
     address: str = ""

@@ -29,6 +29,16 @@ def tiny(**sections):
     return scenario_from_dict(base)
 
 
+def thousand_clients():
+    """1,000 clients on small synthetic data, one round of 1% participation."""
+    return tiny(
+        data={"dataset": "synthetic", "num_clients": 1000, "holdout_fraction": 0.0,
+              "synthetic": {"samples": 4000, "features": 20, "informative": 5, "classes": 4}},
+        model={"name": "logreg", "hidden": []},
+        train={"rounds": 1, "fraction": 0.01, "local_epochs": 1},
+    )
+
+
 TIMED_METRICS = ["cost_wall_s", "speedup_wall", "retrain_wall_s_to_event", "retrain_wall_s_to_end"]
 
 

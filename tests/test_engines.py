@@ -124,15 +124,41 @@ def test_node_registration_is_awaited_with_a_timeout(monkeypatch):
 
 
 def test_one_thousand_clients_start_and_run_a_round_inline(tmp_path):
-    from tests.conftest import tiny
+    from tests.conftest import thousand_clients
 
-    sc = tiny(
-        data={"dataset": "synthetic", "num_clients": 1000, "holdout_fraction": 0.0,
-              "synthetic": {"samples": 4000, "features": 20, "informative": 5, "classes": 4}},
-        model={"name": "logreg", "hidden": []},
-        train={"rounds": 1, "fraction": 0.01, "local_epochs": 1},
-    )
+    sc = thousand_clients()
     res = fedforget.run(sc, out=tmp_path / "k")
     trained = [e for e in read_events(res.run_dir) if e["event"] == "message" and e["type"] == "train"]
     assert len(trained) == 10 and len({e["client"] for e in trained}) == 10
     assert res.final() > 0
+
+
+#: Server-side memory per client beyond the data: a node context, partition
+#: indices, node maps. A per-client model copy of the MLP below (~26 KB) or a
+#: per-client dataset would break it.
+BYTES_PER_CLIENT_BOUND = 8 * 1024
+
+
+def test_server_memory_does_not_grow_with_clients_beyond_a_small_bound(tmp_path):
+    import tracemalloc
+
+    from fedforget.data import federated_data_for
+    from tests.conftest import tiny
+
+    def peak_bytes(n: int) -> int:
+        sc = tiny(
+            data={"dataset": "synthetic", "num_clients": n, "holdout_fraction": 0.2,
+                  "synthetic": {"samples": 8000, "features": 20, "informative": 5, "classes": 4}},
+            model={"name": "mlp", "hidden": [256]},
+            train={"rounds": 2, "fraction": 10 / n, "local_epochs": 1},
+        )
+        federated_data_for(sc)  # the dataset itself is shared by every client count
+        tracemalloc.start()
+        fedforget.run(sc, out=tmp_path / f"n{n}")
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return peak
+
+    peak_bytes(20)  # warm-up: lazy imports and caches
+    small, large = peak_bytes(100), peak_bytes(2000)
+    assert (large - small) / 1900 < BYTES_PER_CLIENT_BOUND, (small, large)

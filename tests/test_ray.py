@@ -63,3 +63,13 @@ def test_ray_withdrawn_client_gets_no_training_message(ray_runs):
     train = [m for m in msgs if m["type"] == "train"]
     assert not [m for m in train if m["client"] == 1 and m["arm"] != "original" and (m["arm"] == "retrain" or not m["round"].isdigit() or int(m["round"]) >= 2)]
     assert [m for m in train if m["client"] == 1 and m["arm"] == "original" and m["round"] == "4"]
+
+
+def test_one_thousand_clients_start_and_run_a_round_on_flowers_runtime(tmp_path):
+    """Every one of 1,000 virtual SuperNodes registers before discovery (the
+    race that once failed with 858 of 1,000)."""
+    from tests.conftest import thousand_clients
+
+    res = fedforget.run(thousand_clients(), out=tmp_path / "k", engine="ray")
+    trained = [e for e in read_events(res.run_dir) if e["event"] == "message" and e["type"] == "train"]
+    assert len(trained) == 10 and res.final() > 0

@@ -1,8 +1,11 @@
 """Start a ServerApp and a ClientApp on an engine.
 
 ``ray``: Flower's Simulation Runtime (``flwr.simulation.run_simulation``) on Ray,
-locally or on an existing cluster. ``inline``: the same apps in this process over
-an :class:`~fedforget.flower.inline.InlineGrid`.
+locally or on an existing cluster: the reference engine. ``actors``: the same apps,
+the ClientApp in a pool of Ray actors behind our own Grid
+(:class:`~fedforget.flower.actors.ActorGrid`), without the runtime's 0.1 s polling.
+``inline``: the same apps in this process over an
+:class:`~fedforget.flower.inline.InlineGrid`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,25 @@ def run_inline(server_app: ServerApp, client_app: ClientApp, num_nodes: int) -> 
     """Run the apps in this process (no Ray)."""
     grid = InlineGrid(client_app, num_nodes)
     server_app(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={}))
+
+
+def run_actors(
+    server_app: ServerApp,
+    client_app: ClientApp,
+    num_nodes: int,
+    num_cpus: float,
+    num_gpus: float,
+    address: str = "",
+    verbose: bool = False,
+) -> None:
+    """Run the ClientApp on a pool of Ray actors (local, or a cluster at ``address``)."""
+    from fedforget.flower.actors import ActorGrid
+
+    grid = ActorGrid(client_app, num_nodes, num_cpus, num_gpus, address, verbose)
+    try:
+        server_app(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={}))
+    finally:
+        grid.shutdown()
 
 
 def run_ray(

@@ -20,6 +20,16 @@ _FIRST_NODE_ID = 1001
 CLIENT_APP_RAISED_EXCEPTION = 2  # flwr ErrorCode.CLIENT_APP_RAISED_EXCEPTION
 
 
+def call_client_app(client_app: ClientApp, msg: Message, context: Context) -> Message:
+    """The ClientApp's reply; an exception becomes an error reply, as in
+    Flower's Simulation Runtime worker."""
+    try:
+        return client_app(msg, context)
+    except Exception as ex:
+        reason = f"{type(ex)}:<'{ex}'>"
+        return Message(Error(code=CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg)
+
+
 class InlineGrid(Grid):
     """A Grid over ``num_nodes`` in-process virtual SuperNodes."""
 
@@ -55,19 +65,20 @@ class InlineGrid(Grid):
     def get_node_ids(self) -> Iterable[int]:
         return list(self._contexts)
 
+    def _stamp(self, msg: Message) -> int:
+        """Give a pushed message its id and run; returns its node."""
+        msg.metadata.__dict__["_message_id"] = str(uuid4())
+        msg.metadata.__dict__["_run_id"] = self._run.run_id
+        node = msg.metadata.dst_node_id
+        if node not in self._contexts:
+            raise ValueError(f"no node {node}")
+        return node
+
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         ids = []
         for msg in messages:
-            msg.metadata.__dict__["_message_id"] = str(uuid4())
-            msg.metadata.__dict__["_run_id"] = self._run.run_id
-            node = msg.metadata.dst_node_id
-            if node not in self._contexts:
-                raise ValueError(f"no node {node}")
-            try:
-                reply = self.client_app(msg, self._contexts[node])
-            except Exception as ex:  # reported as an error reply, like the VCE worker
-                reason = f"{type(ex)}:<'{ex}'>"
-                reply = Message(Error(code=CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg)
+            node = self._stamp(msg)
+            reply = call_client_app(self.client_app, msg, self._contexts[node])
             reply.metadata.__dict__["_src_node_id"] = node
             self._replies[msg.metadata.message_id] = reply
             ids.append(msg.metadata.message_id)
