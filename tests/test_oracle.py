@@ -563,3 +563,26 @@ def test_client_level_test_needs_every_member_class_in_the_pool():
 
     with pytest.raises(ValueError, match="no never-trained sample of class 3"):
         ClientMembershipTest.calibrate(np.array([1, 3]), np.array([1, 1, 2]), 10, np.random.default_rng(0))
+
+
+def test_vectorised_intervals_equal_the_generic_bootstrap():
+    """auc_interval and fr_interval compute every replicate at once; they must
+    give the generic bootstrap's interval (same draws), ties included."""
+    from fedforget.oracle.metrics import (
+        _auc_or_nan, auc_interval, bootstrap_interval, forgetting_rate, fr_interval,
+    )
+
+    rng = np.random.default_rng(0)
+    for trial in range(12):
+        n_m, n_n = int(rng.integers(1, 200)), int(rng.integers(1, 500))
+        s = np.concatenate([rng.normal(0.3, 1, n_m), rng.normal(0, 1, n_n)])
+        if trial % 3 == 0:
+            s = np.round(s, 1)  # many ties
+        m = rng.permutation(np.r_[np.ones(n_m, bool), np.zeros(n_n, bool)])
+        generic = bootstrap_interval(_auc_or_nan, (s, m), 100, rng=np.random.default_rng(trial), strata=m)
+        np.testing.assert_allclose(auc_interval(s, m, 100, rng=trial), generic, atol=1e-12, rtol=0)
+        b = rng.random(n_m) < rng.random()
+        a = (b & (rng.random(n_m) < 0.7)) | (rng.random(n_m) < 0.1)
+        generic = bootstrap_interval(lambda x, y: forgetting_rate(x, y)["fr"], (b, a), 100,
+                                     rng=np.random.default_rng(trial))
+        np.testing.assert_allclose(fr_interval(b, a, 100, rng=trial), generic, atol=1e-12, rtol=0)
