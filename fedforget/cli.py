@@ -12,7 +12,7 @@ EXIT_CONFIG = 2
 def _cmd_run(args: argparse.Namespace) -> int:
     from fedforget.config import ConfigError, load_scenario
     from fedforget.data import DataUnavailableError
-    from fedforget.flower.strategy import ClientFailure
+    from fedforget.flower.strategy import ClientFailure, DivergenceError
     from fedforget.runner import default_out
 
     overrides = list(args.overrides)
@@ -35,7 +35,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except DataUnavailableError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except ClientFailure as err:
+    except (ClientFailure, DivergenceError) as err:
         print(f"error: {err} (run directory {out} holds only events.jsonl.partial)", file=sys.stderr)
         return 1
 
@@ -153,7 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    # Overrides may come before or after options: argparse leaves the ones after
+    # an option unparsed; they join the command's overrides.
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
     return args.func(args)
 
 

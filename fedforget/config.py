@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def check_params_table(key: str, table: Any, registry, what: str) -> None:
@@ -194,7 +194,7 @@ class Event(_Section):
 class UnlearningConfig(_Section):
     """Which methods run as arms, and their parameters (``[unlearning.<method>]``)."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    model_config = ConfigDict(extra="allow", validate_assignment=True, allow_inf_nan=False)
 
     methods: list[str] = Field(default_factory=list)
     recovery_rounds: int = Field(5, ge=0)
@@ -208,7 +208,7 @@ class OracleConfig(_Section):
     (``fedforget methods`` lists them); the attack registry validates them.
     """
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    model_config = ConfigDict(extra="allow", validate_assignment=True, allow_inf_nan=False)
 
     attack: str = "loss"
     n_boot: int = Field(200, ge=0, description="bootstrap replicates for the FR and AUC intervals")
@@ -250,7 +250,8 @@ class OracleConfig(_Section):
 
 
 class Scenario(_Section):
-    name: str = "scenario"
+    name: str = Field("scenario", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+                      description="a plain file name (letters, digits, '.', '_', '-'): it names the run directory")
     seed: int = Field(0, ge=0)
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()

@@ -54,6 +54,18 @@ def _quiet(verbose: bool) -> None:
         warnings.filterwarnings("ignore", category=UserWarning, module="flwr_datasets")
 
 
+def check_out_dir(out: Path) -> None:
+    """A run directory must be new (or empty) and creatable: raise ConfigError
+    before anything starts otherwise."""
+    from fedforget.config import ConfigError
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"run directory {out} already exists and is not empty; choose another --out or remove it")
+    parent = next((p for p in [out, *out.parents] if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"run directory {out} cannot be created: {parent} is not writable")
+
+
 def run_many(
     scenarios: list[Scenario],
     outs: list[str | Path],
@@ -80,6 +92,8 @@ def run_many(
     from fedforget.config import ConfigError
     from fedforget.data import federated_data_for
 
+    for o in outs:
+        check_out_dir(Path(o))
     for sc in scenarios:
         try:
             federated_data_for(sc)
@@ -163,6 +177,7 @@ def run_seeds(
     if engine is not None:
         sc = with_overrides(sc, [f"runtime.engine={engine}"])
     root = Path(out) if out is not None else default_out(sc)
+    check_out_dir(root)
     scs = [with_overrides(sc, [f"seed={sc.seed + k}"]) for k in range(seeds)]
     outs = [root / f"seed-{s.seed}" for s in scs]
     results = run_many(scs, outs, sc.runtime.engine, progress, verbose)

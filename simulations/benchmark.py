@@ -70,7 +70,8 @@ else:
     ends = [e for e in ev if e["event"] == "round_end"]
     rounds = list(np.diff([e["t"] for e in ends]))
     # Over the rounds the oracle watches (from the first event on).
-    live = [(e["oracle_s"], d) for e, d in zip(ends[1:], rounds) if e["oracle_s"] > 0]
+    first = min((e["round"] for e in ev if e["event"] in ("withdraw", "delete")), default=None)
+    live = [(e["oracle_s"], d) for e, d in zip(ends[1:], rounds) if first is not None and e["round"] >= first]
     out["oracle_share"] = float(np.median([o / d for o, d in live])) if live else None
     out["final_accuracy"] = res.final()
     if spec.get("parts"):

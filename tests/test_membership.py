@@ -172,7 +172,7 @@ def test_fr_nan_warning_when_nothing_is_flagged_before():
     )
 
     class NothingFlaggedBefore:  # an oracle whose calibration flagged no member
-        def evaluate(self, model):
+        def evaluate_stats(self, member_stats, nonmember_stats):
             before = np.zeros(5, bool)
             after = np.array([1, 0, 0, 0, 0], bool)
             m = forgetting_rate(before, after)
@@ -183,7 +183,8 @@ def test_fr_nan_warning_when_nothing_is_flagged_before():
     audit = MembershipAudit(fd, seed=0, n_boot=10)
     target = audit.add(0, 2, True, fd.train_ids[0])
     w = _Watch(target, NothingFlaggedBefore())
-    rows = audit._rows_for(w, "none", 2, None, scores=False) + audit._rows_for(w, "none", 3, None, scores=False)
+    no_stats = lambda ids: None  # noqa: E731 (the fake oracle reads none)
+    rows = audit._rows_for(w, "none", 2, None, False, no_stats) + audit._rows_for(w, "none", 3, None, False, no_stats)
     fr = [v for *_, m, v in rows if m == "fr"]
     assert all(np.isnan(v) for v in fr) and [v for *_, m, v in rows if m == "b_t"][0] == 0
     assert len(audit.warnings) == 1 and "B_T = 0" in audit.warnings[0]

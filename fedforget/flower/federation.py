@@ -22,7 +22,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from fedforget.flower.strategy import ClientFailure, FedForgetStrategy
+from fedforget.flower.strategy import ClientFailure, DivergenceError, FedForgetStrategy
 from fedforget.results import RunWriter
 from fedforget.schedule import derive_seed
 from fedforget.unlearning.base import ClientReply, CostRecord, HistoryEntry
@@ -64,6 +64,16 @@ def _state_to_record(state: dict[str, torch.Tensor]) -> ArrayRecord:
 
 def _record_to_state(rec: ArrayRecord) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.array(v.numpy(), copy=True)) for k, v in rec.items()}
+
+
+def _check_finite(job: TrainJob, state: dict[str, torch.Tensor], losses: list[float]) -> None:
+    bad_loss = not all(np.isfinite(losses))
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad_loss or bad:
+        what = f"non-finite weights ({', '.join(bad[:3])})" if bad else "a non-finite training loss"
+        raise DivergenceError(
+            f"arm {job.arm!r} diverged in round {job.round_tag}: {what} (is train.lr too high for this model?)"
+        )
 
 
 class FederationRuntime:
@@ -186,6 +196,7 @@ class FederationRuntime:
             if reps:
                 agg, _ = self.strategy.aggregate_train(0, reps)
                 outcome.state = _record_to_state(agg)
+            _check_finite(job, outcome.state, [float(r.content["metrics"]["train-loss"]) for r in reps])
             for r in reps:
                 cid = int(r.content["meta"]["partition-id"])
                 outcome.steps += int(r.content["metrics"]["steps"])

@@ -24,6 +24,11 @@ class ClientFailure(RuntimeError):
     partial round that would look complete."""
 
 
+class DivergenceError(RuntimeError):
+    """An arm's training produced non-finite weights or losses; the run stops
+    rather than report NaN metrics as results."""
+
+
 class FedForgetStrategy(FedAvg):
     """Seeded FedAvg over virtual SuperNodes that are mapped to partition ids.
 

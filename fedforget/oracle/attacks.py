@@ -77,7 +77,7 @@ def best_balanced_threshold(member_scores: np.ndarray, nonmember_scores: np.ndar
 class AttackParams(BaseModel):
     """Base of every attack's parameter table (``[oracle.<attack>]``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Attack(ABC):

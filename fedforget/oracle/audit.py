@@ -22,7 +22,7 @@ they are.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,7 +32,7 @@ import torch
 from fedforget.data.federated import FederatedData
 from fedforget.oracle.attacks import Attack, get_attack
 from fedforget.oracle.client_level import ClientMembershipTest
-from fedforget.oracle.features import sample_statistics
+from fedforget.oracle.features import SampleStats, sample_statistics
 from fedforget.oracle.oracle import MembershipOracle, OracleReport
 from fedforget.oracle.reference import ReferenceRun
 from fedforget.oracle.sampling import class_matched_nonmembers
@@ -132,9 +132,14 @@ class MembershipAudit:
             self._pool = np.concatenate([audit, self.fd.test_ids])
         return self._pool
 
-    def _pool_scores(self, model: torch.nn.Module) -> np.ndarray:
-        x, y = self.fd.tensors(self.pool_ids)
-        return -sample_statistics(model, x, y).loss
+    def _statistics(self, model: torch.nn.Module, watches: list[_Watch]) -> Callable[[np.ndarray], SampleStats]:
+        """One forward pass over every sample the watches and the client-level
+        test read (members, non-members, the pseudo-client pool); returns a
+        lookup from sample ids to their statistics."""
+        ids = np.unique(np.concatenate([self.pool_ids, *(np.r_[w.target.members, w.target.nonmembers]
+                                                         for w in watches)]))
+        stats = sample_statistics(model, *self.fd.tensors(ids))
+        return lambda wanted: stats.subset(np.searchsorted(ids, wanted))
 
     def control_clients(self, forgetting: list[int], k: int) -> list[int]:
         """A seeded choice of ``k`` clients that never forget anything."""
@@ -163,7 +168,7 @@ class MembershipAudit:
         (original after round event_round - 1), with the trained reference
         models; return original's rows at the calibration round."""
         rows: list[Row] = []
-        pool = self._pool_scores(model)
+        new: list[_Watch] = []
         for t in (t for t in self.targets if t.event_round == event_round):
             x_cols, y_cols = self.fd.tensors(t.columns)
             t.attack.fit_reference_models(references, x_cols, y_cols)
@@ -175,9 +180,11 @@ class MembershipAudit:
                 witness = self._oracle(model, t, t.witness_members, t.witness_nonmembers, cols, "witness")
             rng = np.random.default_rng(derive_seed(self.seed, "client-test", t.client, event_round))
             test = ClientMembershipTest.calibrate(self.fd.y[t.members], self.fd.y[self.pool_ids], N_PSEUDO_CLIENTS, rng)
-            w = _Watch(t, oracle, witness, test)
-            self.watches.append(w)
-            rows += self._rows_for(w, ORIGINAL, event_round - 1, model, scores=True, pool_scores=pool)
+            new.append(_Watch(t, oracle, witness, test))
+        self.watches += new
+        lookup = self._statistics(model, new)
+        for w in new:
+            rows += self._rows_for(w, ORIGINAL, event_round - 1, model, True, lookup)
         return rows
 
     def _oracle(self, model, t: AuditTarget, mem, non, columns, part: str) -> MembershipOracle:
@@ -195,24 +202,20 @@ class MembershipAudit:
         (from each oracle's event on: labels > event round - 1)."""
         rows: list[Row] = []
         live = [w for w in self.watches if rnd > w.target.event_round - 1]
-        pool = self._pool_scores(model) if live else None
+        lookup = self._statistics(model, live) if live else None
         for w in live:
-            rows += self._rows_for(w, arm, rnd, model, scores=rnd in score_rounds, pool_scores=pool)
+            rows += self._rows_for(w, arm, rnd, model, rnd in score_rounds, lookup)
         return rows
 
     def _rows_for(
         self, w: _Watch, arm: str, rnd: float, model: torch.nn.Module, scores: bool,
-        pool_scores: np.ndarray | None = None,
+        lookup: Callable[[np.ndarray], SampleStats],
     ) -> list[Row]:
-        c = w.target.client
-        if w.client_test is not None and pool_scores is not None:
-            # One forward pass over the members serves the oracle and the client-level test.
-            o = w.oracle
-            m_stats = sample_statistics(model, o.members[0], o.members[1], o.batch_size)
-            rep = o.evaluate_stats(m_stats, sample_statistics(model, o.nonmembers[0], o.nonmembers[1], o.batch_size))
-            client_level = w.client_test.evaluate(-m_stats.loss, pool_scores)
-        else:
-            rep, client_level = w.oracle.evaluate(model), {}
+        c, t = w.target.client, w.target
+        # One forward pass serves the oracle and the client-level test (see _statistics).
+        m_stats = lookup(t.members)
+        rep = w.oracle.evaluate_stats(m_stats, lookup(t.nonmembers))
+        client_level = w.client_test.evaluate(-m_stats.loss, -lookup(self.pool_ids).loss) if w.client_test else {}
         out: list[Row] = [(arm, rnd, c, k, float(v)) for k, v in rep.metrics.items()]
         out += [(arm, rnd, c, k, v) for k, v in client_level.items()]
         self._note(c, w.target.event_round, rep)

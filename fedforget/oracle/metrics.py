@@ -297,9 +297,11 @@ def bootstrap_interval(
             raise ValueError("strata must have one label per sample")
         groups = [np.flatnonzero(strata == s) for s in np.unique(strata)]
 
+    # All of a stratum's draws at once (stratum by stratum): one call per stratum.
+    draws = [g[gen.integers(0, g.size, size=(n_boot, g.size))] for g in groups]
     reps = np.empty(n_boot, dtype=np.float64)
     for b in range(n_boot):
-        idx = np.concatenate([g[gen.integers(0, g.size, size=g.size)] for g in groups])
+        idx = np.concatenate([d[b] for d in draws])
         reps[b] = statistic_fn(*(a[idx] for a in arrays))
     reps = reps[np.isfinite(reps)]
     if reps.size == 0:
@@ -344,11 +346,8 @@ def auc_interval(
     if n_n == 0 or n_m == 0 or n_boot < 1:
         return float("nan"), float("nan")
     gen = _rng(rng)
-    idx_non = np.empty((n_boot, n_n), dtype=np.int64)
-    idx_mem = np.empty((n_boot, n_m), dtype=np.int64)
-    for b in range(n_boot):  # strata in np.unique order: non-members, then members
-        idx_non[b] = gen.integers(0, n_n, size=n_n)
-        idx_mem[b] = gen.integers(0, n_m, size=n_m)
+    idx_non = gen.integers(0, n_n, size=(n_boot, n_n))  # strata in np.unique order:
+    idx_mem = gen.integers(0, n_m, size=(n_boot, n_m))  # non-members, then members
     order = np.argsort(s_non, kind="stable")
     rank_of = np.empty(n_n, dtype=np.int64)
     rank_of[order] = np.arange(n_n)
@@ -388,9 +387,7 @@ def fr_interval(
     if n == 0 or n_boot < 1:
         return float("nan"), float("nan")
     gen = _rng(rng)
-    idx = np.empty((n_boot, n), dtype=np.int64)
-    for i in range(n_boot):
-        idx[i] = gen.integers(0, n, size=n)
+    idx = gen.integers(0, n, size=(n_boot, n))
     b_t = b[idx].sum(axis=1)
     a_t = a[idx].sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):

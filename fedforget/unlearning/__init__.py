@@ -59,6 +59,16 @@ def validate_unlearning_config(scenario) -> None:
             check_params_table(key, table, METHODS, "method")
         except ValueError as err:
             raise ValueError(f"unlearning.{err}") from None
+    for name in un.methods:
+        cls = METHODS[name]
+        cls.check_scenario(scenario, cls.Params(**method_params(scenario, name)))
+    if scenario.events and not un.methods:
+        import warnings
+
+        warnings.warn(
+            "the scenario has [[events]] but unlearning.methods is empty: only the original and retrain "
+            "arms run (no unlearning method is compared)", UserWarning, stacklevel=2,
+        )
 
 
 __all__ = [

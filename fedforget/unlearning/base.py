@@ -23,7 +23,7 @@ from torch import nn
 class MethodParams(BaseModel):
     """Base of every method's parameter table (``[unlearning.<method>]``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 @dataclass
@@ -179,6 +179,20 @@ class UnlearningMethod(ABC):
     summary: ClassVar[str] = ""
     needs: ClassVar[str] = ""
     client_ops: ClassVar[dict[str, ClientOp]] = {}
+    #: It asks the withdrawing client for self-checks on its validation part.
+    uses_client_validation: ClassVar[bool] = False
+
+    @classmethod
+    def check_scenario(cls, scenario, params: MethodParams) -> None:
+        """Raise ValueError naming what the scenario lacks for this method;
+        called when the scenario is loaded, before anything starts."""
+        data = scenario.data
+        if cls.uses_client_validation and (data.holdout_fraction == 0 or data.audit_share >= 1):
+            raise ValueError(
+                f"{cls.name} asks the withdrawing client for self-checks on its validation part, "
+                f"which is empty (data.holdout_fraction = {data.holdout_fraction}, "
+                f"data.audit_share = {data.audit_share}); use holdout_fraction > 0 and audit_share < 1"
+            )
 
     def __init__(self, params: MethodParams | None = None) -> None:
         self.params = params if params is not None else self.Params()

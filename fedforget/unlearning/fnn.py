@@ -270,7 +270,15 @@ class FNN(UnlearningMethod):
     Params = FNNParams
     summary = "Forgetting neural networks: per-neuron decay (ffr/vfr/activation-rank) alternated with learn rounds."
     needs = "withdrawing client: per-neuron mean activations (rank variant) and self-check AUCs; remaining clients: learn rounds"
+    uses_client_validation = True
     client_ops = {"activations": _op_activations}
+
+
+    @classmethod
+    def check_scenario(cls, scenario, params) -> None:
+        super().check_scenario(scenario, params)
+        if scenario.model.name == "logreg" or not scenario.model.hidden:
+            raise ValueError("fnn prunes hidden ReLU neurons; model.name = 'logreg' or model.hidden = [] has none")
 
     def unlearn(self, model: nn.Module, fed: Federation) -> tuple[nn.Module, CostRecord]:
         p = self.params

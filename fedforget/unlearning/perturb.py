@@ -108,6 +108,7 @@ class Perturb(UnlearningMethod):
     Params = PerturbParams
     summary = "Per-layer Gaussian weight perturbation, then FedAvg rounds over the remaining clients until a stop rule."
     needs = "remaining clients: ordinary training rounds; withdrawing client: its self-check AUC after each round"
+    uses_client_validation = True
 
     def unlearn(self, model: nn.Module, fed: Federation) -> tuple[nn.Module, CostRecord]:
         p = self.params

@@ -151,6 +151,16 @@ class Forsaken(UnlearningMethod):
     )
     client_ops = {"gradient": _op_gradient, "retain": _op_retain}
 
+    uses_client_validation = True
+
+    @classmethod
+    def check_scenario(cls, scenario, params) -> None:
+        super().check_scenario(scenario, params)
+        if params.generator == "learned" and scenario.data.server_validation_fraction == 0:
+            raise ValueError("forsaken with generator = 'learned' meta-trains on the server's validation set, "
+                             "which is empty (data.server_validation_fraction = 0); set it > 0 or use "
+                             "[unlearning.forsaken] generator = 'identity'")
+
     def __init__(self, params: ForsakenParams | None = None) -> None:
         super().__init__(params)
         self.generator_: LearnedGenerator | None = None  # meta-trained once, reused across events
