@@ -133,6 +133,15 @@ class TrainConfig(_Section):
 
 class RuntimeConfig(_Section):
     engine: Literal["ray", "actors", "inline"] = "ray"
+    client_failure_rate: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="share of sampled clients whose train reply fails in a regular round, drawn from (seed, round, client): every arm sees the same failures",
+    )
+    min_replies: int = Field(1, ge=1, description="fewest train replies an arm's round aggregates; fewer stop the run")
+    on_client_error: Literal["record", "abort"] = Field(
+        "record", description="a ClientApp exception in training: 'record' it and aggregate the rest, or 'abort' the run"
+    )
+    client_retries: int = Field(2, ge=0, description="retries of a failed unlearning-step request before the run stops")
     num_cpus: float = Field(1.0, gt=0)
     num_gpus: float = Field(0.0, ge=0)
     address: str = ""

@@ -948,6 +948,28 @@ def _warnings(study: Study) -> str:
     return "".join(parts)
 
 
+def _failures(study: Study) -> str:
+    """Recorded client failures (runtime.client_failure_rate, or ClientApp errors
+    under on_client_error = 'record'): how many, and per arm."""
+    by_arm: dict[str, int] = {}
+    rounds: set[tuple[int, Any]] = set()
+    for run in study.runs:
+        for ev in run.events:
+            if ev.get("event") == "client_failures":
+                by_arm[str(ev["arm"])] = by_arm.get(str(ev["arm"]), 0) + len(ev["clients"])
+                rounds.add((run.seed, ev["round"]))
+    if not by_arm:
+        return ""
+    rt = study.scenario.get("runtime", {})
+    per_arm = ", ".join(f"{a} {n}" for a, n in sorted(by_arm.items()))
+    return _note(
+        f"Client failures: {sum(by_arm.values())} failed train replies in {len(rounds)} round(s)"
+        f"{' across seeds' if study.multi_seed else ''} (runtime.client_failure_rate = "
+        f"{rt.get('client_failure_rate', 0)}, on_client_error = {rt.get('on_client_error', '?')}); "
+        f"each arm aggregated the replies that arrived (failed_clients metric per arm and round). "
+        f"By arm: {per_arm}.", "warn")
+
+
 # --- per withdrawn client
 
 
@@ -1464,7 +1486,7 @@ def _reading_notes() -> str:
 def render_report(run_dir: str | Path) -> str:
     """The report of a run (or multi-seed) directory as one HTML string."""
     study = load_study(run_dir)
-    parts = [_header(study), _warnings(study)]
+    parts = [_header(study), _warnings(study), _failures(study)]
     if not study.withdrawn:
         parts.append(_note("No withdrawal events in this run: nothing to unlearn, so only test accuracy is shown."))
         parts.append(_global_section(study))

@@ -55,6 +55,13 @@ def sample_clients(
     return [int(c) for c in chosen if int(c) not in exclude]
 
 
+def client_fails(seed: int, round_tag: int, client: int, rate: float) -> bool:
+    """Whether ``client``'s train reply fails in regular round ``round_tag``
+    (``runtime.client_failure_rate``): a draw from (seed, round, client) only,
+    so every arm sees the same failures."""
+    return rate > 0 and float(rng_for(seed, "failure", round_tag, client).random()) < rate
+
+
 def local_seed(seed: int, round_tag: int | str, client: int) -> int:
     """Seed of a client's local data order in a round (independent of the arm)."""
     return derive_seed(seed, "local", round_tag, client)

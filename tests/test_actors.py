@@ -25,10 +25,12 @@ def test_actors_engine_matches_inline_bit_for_bit(ray_instance, tmp_path):
     sc = tiny(
         train={"rounds": 4}, events=[{"round": 2, "client": 1}],
         unlearning={"methods": ["none", "perturb", "pga"], "recovery_rounds": 1},
+        runtime={"engine": "inline", "client_failure_rate": 0.2},
     )
     actors = fedforget.run(with_overrides(sc, ["runtime.engine=actors"]), out=tmp_path / "actors")
     inline = fedforget.run(sc, out=tmp_path / "inline")
     assert assert_same_metrics(actors.metrics, inline.metrics)
+    assert (actors.metrics.query("metric == 'failed_clients'").value > 0).any()
 
 
 def test_actors_engine_reports_a_failing_client(ray_instance, tmp_path):

@@ -65,7 +65,7 @@ def test_client_crash_stops_the_run_without_a_complete_looking_result(tiny_scena
 
     monkeypatch.setattr(ca, "train_local", crashing)
     with pytest.raises(ClientFailure, match="client .* failed: .*simulated client crash"):
-        fedforget.run(tiny_scenario(), out=tmp_path / "run")
+        fedforget.run(tiny_scenario(runtime={"engine": "inline", "on_client_error": "abort"}), out=tmp_path / "run")
     names = {p.name for p in (tmp_path / "run").iterdir()}
     assert "metrics.parquet" not in names and "events.jsonl" not in names
     assert "events.jsonl.partial" in names

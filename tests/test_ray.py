@@ -33,6 +33,10 @@ def ray_runs(tmp_path_factory):
             unlearning={"methods": ["fnn", "pga"], "recovery_rounds": 0},
             oracle={"n_boot": 20},
         ),
+        "failures": tiny(
+            train={"rounds": 4}, events=[{"round": 3, "client": 2}],
+            unlearning={"methods": ["none"], "recovery_rounds": 0}, runtime={"client_failure_rate": 0.3},
+        ),
     }
     names = list(scenarios)
     outs = [root / n for n in names]
@@ -47,7 +51,7 @@ def test_ray_run_completes_and_learns(ray_runs):
     assert res.final() > 0.5
 
 
-@pytest.mark.parametrize("name", ["plain", "withdrawal", "deletion"])
+@pytest.mark.parametrize("name", ["plain", "withdrawal", "deletion", "failures"])
 def test_ray_and_inline_give_identical_metrics(ray_runs, tmp_path, name):
     from tests.conftest import assert_same_metrics
 
@@ -55,6 +59,8 @@ def test_ray_and_inline_give_identical_metrics(ray_runs, tmp_path, name):
     inline = fedforget.run(with_overrides(scenarios[name], ["runtime.engine=inline"]), out=tmp_path / "inline")
     has_timed = assert_same_metrics(results[name].metrics, inline.metrics)
     assert has_timed == (name != "plain")
+    if name == "failures":  # failures were drawn, recorded and matched
+        assert (results[name].metrics.query("metric == 'failed_clients'").value > 0).any()
 
 
 def test_ray_withdrawn_client_gets_no_training_message(ray_runs):

@@ -26,6 +26,7 @@ from fedforget.config import Scenario, load_scenario, scenario_from_dict
 from fedforget.data import federated_data_for
 from fedforget.data.federated import forget_ids
 from fedforget.models import build_model, get_device
+from fedforget.schedule import client_fails
 from fedforget.training import evaluate, train_local
 from fedforget.unlearning import CLIENT_OPS, ClientData
 
@@ -47,6 +48,10 @@ def scenario_from_context(context: Context) -> Scenario:
         overrides = str(rc.get("overrides", "")).split()
         return load_scenario(str(rc["scenario"]), overrides)
     raise ValueError("run config has neither 'scenario' nor 'scenario-json'")
+
+
+class SimulatedClientFailure(RuntimeError):
+    """A failure drawn by ``runtime.client_failure_rate`` (the reply becomes an error)."""
 
 
 def _event_list(raw) -> list[int]:
@@ -167,6 +172,10 @@ def make_client_app(scenarios: list[Scenario] | None = None) -> ClientApp:
     def train(message: Message, context: Context) -> Message:
         sc, pid = setup(context, message)
         cfg = message.content["config"]
+        tag = str(cfg.get("round", ""))
+        reference = "train_ids" in message.content.array_records  # the oracle's, not the federation's
+        if not reference and tag.isdigit() and client_fails(sc.seed, int(tag), pid, sc.runtime.client_failure_rate):
+            raise SimulatedClientFailure(f"client {pid} failed in round {tag} (runtime.client_failure_rate)")
         data = _client_data(sc, pid, _event_list(cfg.get("drop")))
         model = _work_model(sc, message.content["arrays"], data.device)
         epochs = float(cfg.get("epochs", sc.train.local_epochs))

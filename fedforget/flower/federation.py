@@ -47,9 +47,25 @@ class TrainJob:
     drop: list[int] | None = None  # deletion events in force in this arm
 
 
+@dataclass(frozen=True)
+class FailurePolicy:
+    """What a client's error reply does (``[runtime]`` min_replies,
+    on_client_error, client_retries)."""
+
+    min_replies: int = 1
+    on_client_error: str = "abort"
+    retries: int = 0
+
+    def records(self, reason: str) -> bool:
+        """A training error is recorded (not fatal): a simulated failure always,
+        a ClientApp exception unless on_client_error = 'abort'."""
+        return self.on_client_error == "record" or "SimulatedClientFailure" in reason
+
+
 @dataclass
 class TrainOutcome:
     state: dict[str, torch.Tensor]  # aggregated (unchanged if nobody trained)
+    failed: dict[int, str] = field(default_factory=dict)  # client -> reason (recorded failures)
     client_states: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
     num_examples: dict[int, int] = field(default_factory=dict)
     steps: int = 0
@@ -80,8 +96,10 @@ class FederationRuntime:
     """All message traffic of one scenario run."""
 
     def __init__(
-        self, grid: Grid, seed: int, num_clients: int, fraction: float, writer: RunWriter, scenario_index: int = 0
+        self, grid: Grid, seed: int, num_clients: int, fraction: float, writer: RunWriter, scenario_index: int = 0,
+        policy: FailurePolicy = FailurePolicy(),
     ) -> None:
+        self.policy = policy
         self.grid = grid
         self.scenario_index = scenario_index
         self.writer = writer
@@ -92,6 +110,17 @@ class FederationRuntime:
 
     # -- plumbing ---------------------------------------------------------------
     def _exchange(self, messages: list[Message], what: str) -> list[Message]:
+        """Every reply, ordered by partition id; any error stops the run."""
+        replies = self._send(messages, what)
+        if hasattr(self, "strategy"):
+            return self.strategy.check_replies(replies)
+        for r in replies:
+            if r.has_error():
+                raise ClientFailure(f"{what}: node {r.metadata.src_node_id} failed: {r.error.reason}")
+        return replies
+
+    def _send(self, messages: list[Message], what: str) -> list[Message]:
+        """Send, log and collect one reply per message (errors included)."""
         if not messages:
             return []
         for m in messages:
@@ -111,11 +140,6 @@ class FederationRuntime:
                 f"{what}: {len(messages) - len(replies)} of {len(messages)} clients did not reply "
                 f"within {EXCHANGE_TIMEOUT_S:.0f} s"
             )
-        if hasattr(self, "strategy"):
-            return self.strategy.check_replies(replies)
-        for r in replies:
-            if r.has_error():
-                raise ClientFailure(f"{what}: node {r.metadata.src_node_id} failed: {r.error.reason}")
         return replies
 
     def _client_of_node(self, node_id: int) -> int | None:
@@ -181,17 +205,23 @@ class FederationRuntime:
             messages += msgs
             owners += [j] * len(msgs)
         t0 = time.perf_counter()
-        replies = self._exchange(messages, "training")
+        replies = self._send(messages, "training")
         wall = time.perf_counter() - t0
-        by_job: dict[int, list[Message]] = defaultdict(list)
-        for r in replies:
-            by_job[int(r.content["meta"]["job"]) if "job" in r.content["meta"] else -1].append(r)
+        # Message ids are given when the Grid pushes the messages.
+        sent = {m.metadata.message_id: (owner, self.strategy.client_of[m.metadata.dst_node_id])
+                for m, owner in zip(messages, owners, strict=True)}
+        by_job, failed = self._split_train_replies(replies, sent, jobs)
         out = []
         for j, job in enumerate(jobs):
             reps = by_job.get(j, [])
-            if len(reps) != len(job.clients):
-                raise ClientFailure(f"arm {job.arm}: expected {len(job.clients)} replies, got {len(reps)}")
-            outcome = TrainOutcome(state={k: v.clone() for k, v in job.state.items()}, wall_s=wall)
+            need = min(self.policy.min_replies, len(job.clients))
+            if len(reps) < need:
+                raise ClientFailure(
+                    f"arm {job.arm!r}, round {job.round_tag}: {len(reps)} of {len(job.clients)} clients replied "
+                    f"(runtime.min_replies = {self.policy.min_replies}); failures: {failed.get(j, {})}"
+                )
+            outcome = TrainOutcome(state={k: v.clone() for k, v in job.state.items()}, wall_s=wall,
+                                   failed=failed.get(j, {}))
             outcome.bytes_down = records[j].count_bytes() * len(job.clients)
             if reps:
                 agg, _ = self.strategy.aggregate_train(0, reps)
@@ -206,6 +236,24 @@ class FederationRuntime:
                     outcome.client_states[cid] = _record_to_state(r.content["arrays"])
             out.append(outcome)
         return out
+
+    def _split_train_replies(self, replies, sent, jobs):
+        """Replies by job, in partition-id order, and recorded failures by job;
+        an error the policy does not record stops the run."""
+        by_job: dict[int, list[Message]] = defaultdict(list)
+        failed: dict[int, dict[int, str]] = defaultdict(dict)
+        for r in replies:
+            j, client = sent[r.metadata.reply_to_message_id]
+            if not r.has_error():
+                by_job[j].append(r)
+            elif self.policy.records(r.error.reason):
+                failed[j][client] = r.error.reason
+            else:
+                raise ClientFailure(f"arm {jobs[j].arm!r}, round {jobs[j].round_tag}: client {client} "
+                                    f"(node {r.metadata.src_node_id}) failed: {r.error.reason}")
+        for j in by_job:
+            by_job[j].sort(key=lambda m: int(m.content["meta"]["partition-id"]))
+        return by_job, failed
 
     def ask_batch(
         self,
@@ -229,7 +277,7 @@ class FederationRuntime:
                 Message(content=content, message_type=MessageType.TRAIN + ".unlearn", dst_node_id=self.strategy.node_of[client])
             )
         ops = sorted({op for _, op, _, _ in requests})
-        replies = self._exchange(messages, f"{', '.join(ops)} on clients {[r[0] for r in requests]}")
+        replies = self._with_retries(messages, f"arm {arm!r}: step {', '.join(ops)} on clients {[r[0] for r in requests]}")
         out: list[ClientReply | None] = [None] * len(requests)
         bytes_up = 0
         for reply in replies:
@@ -239,6 +287,30 @@ class FederationRuntime:
             metrics = {k: float(v) for k, v in reply.content["metrics"].items()}
             out[int(reply.content["meta"]["req"])] = ClientReply(arrays_up, metrics)
         return out, bytes_up, bytes_down
+
+    def _with_retries(self, messages: list[Message], what: str) -> list[Message]:
+        """Every reply of an unlearning step; a failed request is sent again up
+        to ``policy.retries`` times, then the run stops naming the step."""
+        pending, done = list(messages), []
+        for attempt in range(self.policy.retries + 1):
+            replies = self._send(pending, what)
+            by_id = {m.metadata.message_id: m for m in pending}
+            errors = [r for r in replies if r.has_error()]
+            done += [r for r in replies if not r.has_error()]
+            if not errors:
+                return done
+            if attempt == self.policy.retries:
+                r = errors[0]
+                raise ClientFailure(
+                    f"{what}: client {self.strategy.client_of.get(r.metadata.src_node_id, '?')} failed "
+                    f"{attempt + 1} time(s) (runtime.client_retries = {self.policy.retries}): {r.error.reason}"
+                )
+            # Fresh copies (a message is pushed once) of the failed requests.
+            pending = [Message(content=by_id[r.metadata.reply_to_message_id].content,
+                               message_type=by_id[r.metadata.reply_to_message_id].metadata.message_type,
+                               dst_node_id=by_id[r.metadata.reply_to_message_id].metadata.dst_node_id)
+                       for r in errors]
+        return done
 
     def ask(
         self,

@@ -40,7 +40,7 @@ from fedforget.config import Scenario
 from fedforget.data import federated_data_for
 from fedforget.data.federated import forget_ids
 from fedforget.evaluation import Auditor
-from fedforget.flower.federation import FederationHandle, FederationRuntime, TrainJob, TrainOutcome
+from fedforget.flower.federation import FailurePolicy, FederationHandle, FederationRuntime, TrainJob, TrainOutcome
 from fedforget.models import build_model
 from fedforget.oracle.audit import MembershipAudit, over_unlearning_rows
 from fedforget.oracle.reference import ReferenceRun
@@ -185,8 +185,10 @@ class ScenarioRun:
             test_size=len(fd.test_ids), parameters=sum(p.numel() for p in init.parameters()),
         )
         self.writer.table("splits", fd.splits())
+        rt = sc.runtime
         self.runtime = FederationRuntime(
-            self.grid, sc.seed, sc.data.num_clients, sc.train.fraction, self.writer, self.scenario_index
+            self.grid, sc.seed, sc.data.num_clients, sc.train.fraction, self.writer, self.scenario_index,
+            FailurePolicy(rt.min_replies, rt.on_client_error, rt.client_retries),
         )
         deletions = [i for i, ev in enumerate(sc.events) if not ev.withdraws]
         for a in initial_arms(list(self.methods), sc.withdrawn_clients(), bool(sc.events), deletions):
@@ -338,6 +340,11 @@ class ScenarioRun:
             RoundCost(rnd, res.steps, res.bytes_up + res.bytes_down, res.wall_s))
         if not job.clients:
             self.writer.event("empty_round", arm=job.arm, round=rnd)
+        if res.failed or self.sc.runtime.client_failure_rate > 0:
+            self.writer.metric(job.arm, rnd, None, "failed_clients", len(res.failed))
+        if res.failed:
+            self.writer.event("client_failures", arm=job.arm, round=rnd, clients=sorted(res.failed),
+                              reasons=[res.failed[c] for c in sorted(res.failed)])
 
     # -- audit -------------------------------------------------------------------------
     def score_rounds(self) -> set[float]:
