@@ -1,7 +1,7 @@
 """fedforget: a federated-unlearning simulator on Flower, PyTorch and Ray."""
 
 from fedforget.config import ConfigError, Scenario, load_scenario
-from fedforget.runner import RunResult, run, run_many, run_seeds
+from fedforget.runner import RunResult, resume, run, run_many, run_seeds
 
 __version__ = "0.1.0"
-__all__ = ["ConfigError", "RunResult", "Scenario", "load_scenario", "run", "run_many", "run_seeds", "__version__"]
+__all__ = ["ConfigError", "RunResult", "Scenario", "load_scenario", "resume", "run", "run_many", "run_seeds", "__version__"]

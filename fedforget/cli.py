@@ -16,6 +16,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from fedforget.runner import default_out
 
     overrides = list(args.overrides)
+    if args.keep_checkpoints:
+        overrides.append("runtime.keep_checkpoints=true")
     if args.engine:
         overrides.append(f"runtime.engine={args.engine}")
     try:
@@ -68,6 +70,23 @@ def _cmd_flwr_run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"run directory: {out}  (report: {out / 'report.html'})")
+    return 0
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from fedforget.config import ConfigError
+    from fedforget.flower.strategy import ClientFailure, DivergenceError
+    from fedforget.runner import resume
+
+    try:
+        result = resume(args.run_dir, args.engine, progress=not args.no_progress, verbose=args.verbose)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (ClientFailure, DivergenceError) as err:
+        print(f"error: {err} (the checkpoint in {args.run_dir} is kept)", file=sys.stderr)
+        return 1
+    print(f"run directory: {result.run_dir}  (report: {result.run_dir / 'report.html'})")
     return 0
 
 
@@ -135,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--verbose", action="store_true", help="show Ray and Flower logs")
     r.add_argument("--seeds", type=int, default=1, help="run N seeds (seed, seed+1, ...) in one runtime")
+    r.add_argument("--keep-checkpoints", action="store_true", help="keep checkpoint.pt when the run succeeds")
     r.set_defaults(func=_cmd_run)
     fr = sub.add_parser(
         "flwr-run", help="run a scenario through `flwr run` (local SuperLink, one SuperNode per client)"
@@ -144,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     fr.add_argument("--out", help="run directory (default runs/<name>-<timestamp>)")
     fr.add_argument("--app-dir", default=".", help="the Flower app (this checkout's root)")
     fr.set_defaults(func=_cmd_flwr_run)
+    res = sub.add_parser("resume", help="continue an interrupted run from its last complete round")
+    res.add_argument("run_dir")
+    res.add_argument("--engine", choices=["ray", "actors", "inline"], help="engine to continue on (default: the run's)")
+    res.add_argument("--no-progress", action="store_true", help="no progress bar")
+    res.add_argument("--verbose", action="store_true", help="show Ray and Flower logs")
+    res.set_defaults(func=_cmd_resume)
     rep = sub.add_parser("report", help="(re)build report.html of a run directory")
     rep.add_argument("run_dir")
     rep.set_defaults(func=_cmd_report)

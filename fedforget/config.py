@@ -142,6 +142,8 @@ class RuntimeConfig(_Section):
         "record", description="a ClientApp exception in training: 'record' it and aggregate the rest, or 'abort' the run"
     )
     client_retries: int = Field(2, ge=0, description="retries of a failed unlearning-step request before the run stops")
+    checkpoints: bool = Field(True, description="write checkpoint.pt after every round (fedforget resume RUN_DIR)")
+    keep_checkpoints: bool = Field(False, description="keep checkpoint.pt when the run succeeds")
     num_cpus: float = Field(1.0, gt=0)
     num_gpus: float = Field(0.0, ge=0)
     address: str = ""

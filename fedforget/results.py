@@ -46,21 +46,41 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-class RunWriter:
-    """Collects a run's outputs and writes them into ``out_dir``."""
+CHECKPOINT = "checkpoint.pt"
 
-    def __init__(self, out_dir: str | Path, resolved_toml: str) -> None:
+
+class RunWriter:
+    """Collects a run's outputs and writes them into ``out_dir``.
+
+    ``snapshot``: continue a run from a checkpoint's writer snapshot instead of
+    starting one (the events written after it are dropped; they will be redone).
+    """
+
+    def __init__(self, out_dir: str | Path, resolved_toml: str, snapshot: dict | None = None) -> None:
         self.dir = Path(out_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        for stale in ("metrics.parquet", "scores.parquet", "splits.parquet", "events.jsonl", "report.html"):
-            (self.dir / stale).unlink(missing_ok=True)
-        atomic_write_bytes(self.dir / "resolved.toml", resolved_toml.encode())
         self._events_tmp = self.dir / "events.jsonl.partial"
-        self._events = open(self._events_tmp, "w")
-        self._t0 = time.time()
         self.rows: list[tuple] = []
         self.score_frames: list[pd.DataFrame] = []
         self.tables: dict[str, pd.DataFrame] = {}
+        if snapshot is not None:
+            self._events = open(self._events_tmp, "r+")
+            self._events.truncate(snapshot["events_bytes"])
+            self._events.seek(snapshot["events_bytes"])
+            self._t0 = time.time() - snapshot["elapsed_s"]
+            self.rows, self.tables = list(snapshot["rows"]), dict(snapshot["tables"])
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for stale in ("metrics.parquet", "scores.parquet", "splits.parquet", "events.jsonl", "report.html", CHECKPOINT):
+            (self.dir / stale).unlink(missing_ok=True)
+        atomic_write_bytes(self.dir / "resolved.toml", resolved_toml.encode())
+        self._events = open(self._events_tmp, "w")
+        self._t0 = time.time()
+
+    def snapshot(self) -> dict:
+        """What a checkpoint needs to continue this writer."""
+        self._events.flush()
+        return {"events_bytes": self._events.tell(), "elapsed_s": time.time() - self._t0,
+                "rows": list(self.rows), "tables": dict(self.tables)}
 
     def event(self, _name: str, /, **fields: Any) -> None:
         rec = {"t": round(time.time() - self._t0, 4), "event": _name, **_jsonable(fields)}

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from fedforget.config import Scenario, load_scenario, with_overrides
-from fedforget.results import read_metrics
+from fedforget.results import CHECKPOINT, read_metrics
 
 ENGINES = ("ray", "actors", "inline")
 
@@ -72,8 +72,10 @@ def run_many(
     engine: str | None = None,
     progress: bool = False,
     verbose: bool = False,
+    resume: bool = False,
 ) -> list[RunResult]:
-    """Run scenarios that share ``num_clients`` and runtime settings in one runtime."""
+    """Run scenarios that share ``num_clients`` and runtime settings in one
+    runtime (``resume``: continue each from its run directory's checkpoint)."""
     if not scenarios:
         return []
     engine = engine or scenarios[0].runtime.engine
@@ -93,7 +95,7 @@ def run_many(
     from fedforget.data import federated_data_for
 
     for o in outs:
-        check_out_dir(Path(o))
+        check_resumable(Path(o)) if resume else check_out_dir(Path(o))
     for sc in scenarios:
         try:
             federated_data_for(sc)
@@ -102,7 +104,7 @@ def run_many(
 
     bar = _ProgressBar(scenarios) if progress else None
     client_app = make_client_app(list(scenarios))
-    server_app = make_server_app(list(scenarios), [Path(o) for o in outs], bar.callback if bar else None)
+    server_app = make_server_app(list(scenarios), [Path(o) for o in outs], bar.callback if bar else None, resume)
     num_nodes = scenarios[0].data.num_clients
     try:
         if bar:
@@ -118,6 +120,42 @@ def run_many(
         if bar:
             bar.stop()
     return [RunResult(Path(o), s, read_metrics(o)) for s, o in zip(scenarios, outs, strict=True)]
+
+
+def check_resumable(run_dir: Path) -> None:
+    """A run directory ``resume`` can continue; ConfigError naming why not."""
+    from fedforget.config import ConfigError
+    from fedforget.flower.server_app import load_checkpoint
+
+    if not (run_dir / "resolved.toml").is_file():
+        raise ConfigError(f"{run_dir}: not a fedforget run directory (no resolved.toml)")
+    if (run_dir / "metrics.parquet").is_file():
+        raise ConfigError(f"{run_dir}: the run already finished; nothing to resume")
+    if not (run_dir / CHECKPOINT).exists():
+        if not (run_dir / "events.jsonl.partial").is_file():
+            raise ConfigError(f"{run_dir}: no {CHECKPOINT} and no events.jsonl.partial: not an interrupted run")
+        return  # interrupted before its first complete round: it starts over
+    try:
+        load_checkpoint(run_dir)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def resume(
+    run_dir: str | Path, engine: str | None = None, progress: bool = False, verbose: bool = False
+) -> RunResult:
+    """Continue an interrupted run from its last complete round."""
+    from fedforget.config import ConfigError
+
+    run_dir = Path(run_dir)
+    check_resumable(run_dir)
+    try:
+        sc = load_scenario(run_dir / "resolved.toml")
+    except ConfigError as err:
+        raise ConfigError(f"{run_dir}: its resolved.toml is not a valid scenario: {err}") from None
+    (result,) = run_many([sc], [run_dir], engine, progress, verbose, resume=True)
+    _report(run_dir)
+    return result
 
 
 def default_out(sc: Scenario) -> Path:

@@ -28,6 +28,7 @@ bytes and wall seconds) is the yardstick each method's cost is divided into.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ from fedforget.flower.federation import FailurePolicy, FederationHandle, Federat
 from fedforget.models import build_model
 from fedforget.oracle.audit import MembershipAudit, over_unlearning_rows
 from fedforget.oracle.reference import ReferenceRun
-from fedforget.results import RunWriter
+from fedforget.results import CHECKPOINT, RunWriter
 from fedforget.schedule import ORIGINAL, RETRAIN, Arm, derive_seed, initial_arms
 from fedforget.training import evaluate
 from fedforget.unlearning import CostRecord, HistoryEntry, UnlearningMethod, get_method, method_params
@@ -164,16 +165,56 @@ class ScenarioRun:
         return audit
 
     # -- the loop ----------------------------------------------------------------
-    def run(self) -> None:
-        self.start()
-        for rnd in range(1, self.sc.train.rounds + 1):
+    def run(self, checkpoint: dict | None = None) -> None:
+        """The whole run, or its continuation from a checkpoint (see :meth:`resume`)."""
+        if checkpoint is None:
+            self.start()
+            first = 1
+        else:
+            first = self.resume(checkpoint) + 1
+        for rnd in range(first, self.sc.train.rounds + 1):
             if rnd in self.events_at:
                 self.event(rnd)
             self.train_round(rnd)
             accs = self.audit(rnd)
+            self.checkpoint(rnd)
             if self.progress is not None:
                 self.progress(rnd, accs)
         self.finish()
+
+    # -- checkpoints -------------------------------------------------------------
+    #: What a checkpoint holds of this object: every arm's model and method
+    #: state, the oracle's calibrated state, costs so far (the data, the
+    #: auditor and the runtime are rebuilt from the scenario).
+    CHECKPOINTED = ("arms", "references", "round_costs", "step_costs", "membership", "methods")
+
+    def checkpoint(self, rnd: int) -> None:
+        """Atomically write what is needed to continue after round ``rnd``."""
+        if not self.sc.runtime.checkpoints:
+            return
+        payload = {
+            "round": rnd,
+            "state": {k: getattr(self, k) for k in self.CHECKPOINTED},
+            "writer": self.writer.snapshot(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
+        }
+        path = self.writer.dir / CHECKPOINT
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+
+    def resume(self, checkpoint: dict) -> int:
+        """Restore a checkpoint's state and connect to the federation; returns
+        the last complete round."""
+        for key in self.CHECKPOINTED:
+            setattr(self, key, checkpoint["state"][key])
+        if self.membership is not None:
+            self.membership.fd = self.fd
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        np.random.set_state(checkpoint["rng"]["numpy"])
+        self.connect()
+        self.writer.event("resumed", after_round=checkpoint["round"])
+        return int(checkpoint["round"])
 
     def start(self) -> None:
         sc, fd = self.sc, self.fd
@@ -185,11 +226,7 @@ class ScenarioRun:
             test_size=len(fd.test_ids), parameters=sum(p.numel() for p in init.parameters()),
         )
         self.writer.table("splits", fd.splits())
-        rt = sc.runtime
-        self.runtime = FederationRuntime(
-            self.grid, sc.seed, sc.data.num_clients, sc.train.fraction, self.writer, self.scenario_index,
-            FailurePolicy(rt.min_replies, rt.on_client_error, rt.client_retries),
-        )
+        self.connect()
         deletions = [i for i, ev in enumerate(sc.events) if not ev.withdraws]
         for a in initial_arms(list(self.methods), sc.withdrawn_clients(), bool(sc.events), deletions):
             self.arms[a.name] = ArmState(a, clone_state(init.state_dict()))
@@ -199,6 +236,14 @@ class ScenarioRun:
             self.writer.event("oracle_references", count=len(self.references),
                               rounds_each=[r.rounds for r, _ in self.references.values()])
         self.audit(0)
+
+    def connect(self) -> None:
+        """Discover the federation's nodes and set up the message exchange."""
+        sc, rt = self.sc, self.sc.runtime
+        self.runtime = FederationRuntime(
+            self.grid, sc.seed, sc.data.num_clients, sc.train.fraction, self.writer, self.scenario_index,
+            FailurePolicy(rt.min_replies, rt.on_client_error, rt.client_retries),
+        )
 
     def event(self, rnd: int) -> None:
         if rnd == self.first_event:
@@ -211,6 +256,10 @@ class ScenarioRun:
             for name, method in self.methods.items():
                 self.unlearn(self.arms[name], method, i, ev)
         self.record_yardstick(rnd)
+        if rnd == max(self.events_at):
+            # Stored client updates serve unlearning steps only: none is left.
+            for st in self.arms.values():
+                st.history.clear()
         self.audit(rnd - 0.5)
 
     def branch_method_arms(self) -> None:
@@ -306,7 +355,7 @@ class ScenarioRun:
             st.recovery_done, st.recovery_left = st.recovery_done + 1, st.recovery_left - 1
         keep = (name == ORIGINAL and self.first_event is not None and rnd < self.first_event
                 and any(rnd in r for r in self.history_rounds.values())) or (
-            method is not None and rnd in self.history_rounds.get(name, set()))
+            method is not None and rnd in self.history_rounds.get(name, set()) and rnd < max(self.events_at))
         clients = self.runtime.strategy.sample(rnd, st.arm.excluded)
         return TrainJob(name, rnd, st.state, clients, epochs, keep_client_states=keep, drop=sorted(st.arm.dropped))
 

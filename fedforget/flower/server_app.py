@@ -19,7 +19,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedforget.config import Scenario
 from fedforget.flower.client_app import scenario_from_context
 from fedforget.flower.scenario_run import ProgressFn, ScenarioRun
-from fedforget.results import RunWriter
+from fedforget.results import CHECKPOINT, RunWriter
 
 
 def run_scenario(
@@ -28,20 +28,40 @@ def run_scenario(
     out_dir: str | Path,
     progress: ProgressFn | None = None,
     scenario_index: int = 0,
+    resume: bool = False,
 ) -> None:
-    """Run a scenario over ``grid`` and write its run directory."""
-    writer = RunWriter(out_dir, scenario.to_toml())
+    """Run a scenario over ``grid`` and write its run directory; ``resume``
+    continues it from the directory's checkpoint instead (or starts it over
+    when it was interrupted before its first complete round)."""
+    checkpoint = load_checkpoint(out_dir) if resume and (Path(out_dir) / CHECKPOINT).exists() else None
+    writer = RunWriter(out_dir, scenario.to_toml(), checkpoint["writer"] if checkpoint else None)
     ok = False
     try:
         # Same thread count on the server as on the clients (bit-identical engines).
         torch.set_num_threads(max(1, int(scenario.runtime.num_cpus)))
-        ScenarioRun(grid, scenario, writer, progress, scenario_index).run()
+        ScenarioRun(grid, scenario, writer, progress, scenario_index).run(checkpoint)
         ok = True
     except BaseException as err:
         writer.event("error", kind=type(err).__name__, message=str(err))
         raise
     finally:
         writer.close(ok)
+    if not scenario.runtime.keep_checkpoints:
+        (Path(out_dir) / CHECKPOINT).unlink(missing_ok=True)
+
+
+def load_checkpoint(out_dir: str | Path) -> dict:
+    """The run directory's checkpoint; ValueError naming the problem otherwise."""
+    path = Path(out_dir) / CHECKPOINT
+    if not path.is_file():
+        raise ValueError(f"{out_dir}: no {CHECKPOINT} to resume from (the run wrote none, or finished)")
+    try:
+        ckpt = torch.load(path, weights_only=False)
+    except Exception as err:  # truncated or foreign file
+        raise ValueError(f"{path}: unreadable checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(ckpt, dict) or not {"round", "state", "writer", "rng"} <= set(ckpt):
+        raise ValueError(f"{path}: not a fedforget checkpoint")
+    return ckpt
 
 
 def default_out_dir(sc: Scenario) -> str:
@@ -52,6 +72,7 @@ def make_server_app(
     scenarios: list[Scenario] | None = None,
     out_dirs: list[str | Path] | None = None,
     progress: Callable[[int], ProgressFn] | None = None,
+    resume: bool = False,
 ) -> ServerApp:
     """Build the ServerApp.
 
@@ -74,7 +95,7 @@ def make_server_app(
             return
         for i, sc in enumerate(scenarios):
             out = out_dirs[i] if out_dirs else default_out_dir(sc)
-            run_scenario(grid, sc, out, progress(i) if progress else None, scenario_index=i)
+            run_scenario(grid, sc, out, progress(i) if progress else None, scenario_index=i, resume=resume)
 
     return app
 

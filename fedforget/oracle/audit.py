@@ -122,6 +122,13 @@ class MembershipAudit:
     _warned: set = field(default_factory=set)
     _pool: np.ndarray | None = None
 
+    def __getstate__(self) -> dict:
+        # A checkpoint holds the oracle's state, not the dataset (rebuilt from the scenario).
+        return {k: v for k, v in self.__dict__.items() if k != "fd"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, fd=None)
+
     @property
     def pool_ids(self) -> np.ndarray:
         """Never-trained data for the client-level test's pseudo-clients: every
