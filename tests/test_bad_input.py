@@ -110,3 +110,17 @@ def test_a_diverging_arm_stops_the_run_naming_arm_and_round(tmp_path, capsys, mo
     err = capsys.readouterr().err
     assert "arm 'original' diverged in round 1" in err
     assert not (out / "metrics.parquet").exists() and not (out / "events.jsonl").exists()
+
+
+def test_report_refuses_a_half_written_run_directory(tmp_path, capsys):
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "resolved.toml").write_text(open(os.path.join(ROOT, "configs/quickstart.toml")).read())
+    (half / "events.jsonl.partial").write_text('{"t": 0, "event": "run_start"')  # torn line
+    before = sorted(p.name for p in half.iterdir())
+    assert main(["report", str(half)]) == 2
+    assert "not a finished run directory" in capsys.readouterr().err
+    (half / "metrics.parquet").write_text("not parquet")  # a corrupt table
+    assert main(["report", str(half)]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert sorted(p.name for p in half.iterdir()) == sorted(before + ["metrics.parquet"])

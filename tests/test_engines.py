@@ -162,3 +162,21 @@ def test_server_memory_does_not_grow_with_clients_beyond_a_small_bound(tmp_path)
     peak_bytes(20)  # warm-up: lazy imports and caches
     small, large = peak_bytes(100), peak_bytes(2000)
     assert (large - small) / 1900 < BYTES_PER_CLIENT_BOUND, (small, large)
+
+
+def test_fast_array_reading_equals_flowers():
+    """array_to_numpy reads np.save bytes without parsing the header: the same
+    values, dtypes and shapes as Array.numpy(), Fortran order falling back."""
+    from flwr.app import Array
+
+    from fedforget.flower.arrays import array_to_numpy
+
+    rng = np.random.default_rng(0)
+    cases = [rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=7), np.arange(5, dtype=np.int64),
+             np.array(2.5, dtype=np.float32), np.zeros((0, 3), np.float32), np.asfortranarray(rng.normal(size=(3, 2))),
+             rng.integers(0, 255, size=(2, 2, 2)).astype(np.uint8), np.array([True, False])]
+    for a in cases:
+        arr = Array(a)
+        got, want = array_to_numpy(arr), arr.numpy()
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)

@@ -25,6 +25,7 @@ from flwr.clientapp import ClientApp
 from fedforget.config import Scenario, load_scenario, scenario_from_dict
 from fedforget.data import federated_data_for
 from fedforget.data.federated import forget_ids
+from fedforget.flower.arrays import record_to_state
 from fedforget.models import build_model, get_device
 from fedforget.schedule import client_fails
 from fedforget.training import evaluate, train_local
@@ -88,7 +89,7 @@ def _model(scenario: Scenario, arrays: ArrayRecord, device: torch.device) -> tor
     """A fresh model holding the received weights (unlearning ops may alter it)."""
     fd = federated_data_for(scenario)
     model = build_model(scenario.model.name, fd.input_shape, fd.num_classes, scenario.model.hidden, seed=0)
-    model.load_state_dict(arrays.to_torch_state_dict())
+    model.load_state_dict(record_to_state(arrays))
     return model.to(device)
 
 
@@ -105,7 +106,7 @@ def _work_model(scenario: Scenario, arrays: ArrayRecord, device: torch.device) -
     if model is None:
         model = _WORK_MODELS[key] = _model(scenario, arrays, device)
     else:
-        model.load_state_dict(arrays.to_torch_state_dict())
+        model.load_state_dict(record_to_state(arrays))
     return model
 
 

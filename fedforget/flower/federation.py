@@ -22,6 +22,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
+from fedforget.flower.arrays import record_to_state
 from fedforget.flower.strategy import ClientFailure, DivergenceError, FedForgetStrategy
 from fedforget.results import RunWriter
 from fedforget.schedule import derive_seed
@@ -76,10 +77,6 @@ class TrainOutcome:
 
 def _state_to_record(state: dict[str, torch.Tensor]) -> ArrayRecord:
     return ArrayRecord({k: Array(v.detach().cpu().numpy()) for k, v in state.items()})
-
-
-def _record_to_state(rec: ArrayRecord) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(np.array(v.numpy(), copy=True)) for k, v in rec.items()}
 
 
 def _check_finite(job: TrainJob, state: dict[str, torch.Tensor], losses: list[float]) -> None:
@@ -225,7 +222,7 @@ class FederationRuntime:
             outcome.bytes_down = records[j].count_bytes() * len(job.clients)
             if reps:
                 agg, _ = self.strategy.aggregate_train(0, reps)
-                outcome.state = _record_to_state(agg)
+                outcome.state = record_to_state(agg)
             _check_finite(job, outcome.state, [float(r.content["metrics"]["train-loss"]) for r in reps])
             for r in reps:
                 cid = int(r.content["meta"]["partition-id"])
@@ -233,7 +230,7 @@ class FederationRuntime:
                 outcome.bytes_up += r.content["arrays"].count_bytes()
                 outcome.num_examples[cid] = int(r.content["metrics"]["num-examples"])
                 if job.keep_client_states:
-                    outcome.client_states[cid] = _record_to_state(r.content["arrays"])
+                    outcome.client_states[cid] = record_to_state(r.content["arrays"])
             out.append(outcome)
         return out
 

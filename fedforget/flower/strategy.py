@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
-from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
+from fedforget.flower.arrays import weighted_average
 from fedforget.schedule import ORIGINAL, local_seed, sample_clients
 
 
@@ -123,5 +123,6 @@ class FedForgetStrategy(FedAvg):
         if not ordered:
             return None, None
         contents = [m.content for m in ordered]
-        arrays = aggregate_arrayrecords(contents, self.weighted_by_key)
+        weights = [float(c["metrics"][self.weighted_by_key]) for c in contents]
+        arrays = weighted_average([c["arrays"] for c in contents], weights)
         return arrays, self.train_metrics_aggr_fn(contents, self.weighted_by_key)
