@@ -142,6 +142,9 @@ class RuntimeConfig(_Section):
         "record", description="a ClientApp exception in training: 'record' it and aggregate the rest, or 'abort' the run"
     )
     client_retries: int = Field(2, ge=0, description="retries of a failed unlearning-step request before the run stops")
+    on_divergence: Literal["stop", "mark"] = Field(
+        "stop", description="a method arm whose weights or loss go non-finite: 'stop' the run, or 'mark' it diverged and freeze it (original and retrain always stop)"
+    )
     checkpoints: bool = Field(True, description="write checkpoint.pt after every round (fedforget resume RUN_DIR)")
     keep_checkpoints: bool = Field(False, description="keep checkpoint.pt when the run succeeds")
     num_cpus: float = Field(1.0, gt=0)

@@ -970,6 +970,18 @@ def _failures(study: Study) -> str:
         f"By arm: {per_arm}.", "warn")
 
 
+def _diverged(study: Study) -> str:
+    """Method arms marked diverged (runtime.on_divergence = 'mark'): their curves stop there."""
+    notes = []
+    for run in study.runs:
+        for ev in run.events:
+            if ev.get("event") == "diverged":
+                seed = f" (seed {run.seed})" if study.multi_seed else ""
+                notes.append(_note(f"Arm {ev['arm']} diverged{seed} in {ev['what']}; it is frozen from round "
+                                   f"{_round_text(float(ev['round']))} on and its curves stop there.", "warn"))
+    return "".join(notes)
+
+
 # --- per withdrawn client
 
 
@@ -1486,7 +1498,7 @@ def _reading_notes() -> str:
 def render_report(run_dir: str | Path) -> str:
     """The report of a run (or multi-seed) directory as one HTML string."""
     study = load_study(run_dir)
-    parts = [_header(study), _warnings(study), _failures(study)]
+    parts = [_header(study), _warnings(study), _failures(study), _diverged(study)]
     if not study.withdrawn:
         parts.append(_note("No withdrawal events in this run: nothing to unlearn, so only test accuracy is shown."))
         parts.append(_global_section(study))

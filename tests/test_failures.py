@@ -100,3 +100,28 @@ def test_unlearning_step_retries_then_names_the_step(tmp_path, monkeypatch):
     monkeypatch.setitem(unlearning.CLIENT_OPS, "self_check", broken)
     with pytest.raises(ClientFailure, match=r"arm 'perturb': step self_check .* failed 3 time\(s\).*client gone"):
         fedforget.run(_scenario(), out=tmp_path / "broken")
+
+
+def test_a_diverging_method_arm_is_marked_or_stops_the_run(tmp_path, monkeypatch):
+    import torch
+
+    from fedforget.flower.strategy import DivergenceError
+    from fedforget.unlearning.none import NoUnlearning
+
+    real = NoUnlearning.unlearn
+
+    def blow_up(self, model, fed):
+        model, cost = real(self, model, fed)
+        with torch.no_grad():
+            next(model.parameters()).fill_(float("nan"))
+        return model, cost
+
+    monkeypatch.setattr(NoUnlearning, "unlearn", blow_up)
+    with pytest.raises(DivergenceError, match="arm 'none' diverged in its unlearning step at round 3"):
+        fedforget.run(_scenario(), out=tmp_path / "stop")
+    res = fedforget.run(_scenario(on_divergence="mark"), out=tmp_path / "mark")
+    m = res.metrics
+    assert m.query("arm == 'none' and metric == 'diverged'").set_index("round").value.to_dict() == {2.5: 1.0}
+    assert m.query("arm == 'none' and metric == 'test_accuracy'")["round"].max() == 2  # frozen: no later rows
+    assert m.query("arm == 'perturb' and metric == 'test_accuracy'")["round"].max() == 5  # the others go on
+    assert "Arm none diverged" in (res.run_dir / "report.html").read_text()

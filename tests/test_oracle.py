@@ -586,3 +586,20 @@ def test_vectorised_intervals_equal_the_generic_bootstrap():
         generic = bootstrap_interval(lambda x, y: forgetting_rate(x, y)["fr"], (b, a), 100,
                                      rng=np.random.default_rng(trial))
         np.testing.assert_allclose(fr_interval(b, a, 100, rng=trial), generic, atol=1e-12, rtol=0)
+
+
+def test_exact_roc_equals_sklearn():
+    from fedforget.oracle.metrics import exact_roc
+
+    rng = np.random.default_rng(1)
+    for trial in range(10):
+        n = int(rng.integers(2, 400))
+        s = rng.normal(size=n)
+        if trial % 2:
+            s = np.round(s, 1)  # ties
+        m = rng.random(n) < 0.4
+        m[0], m[1] = True, False
+        fpr, tpr = exact_roc(s, m)
+        ref_fpr, ref_tpr, _ = roc_curve(m, s, drop_intermediate=False)
+        np.testing.assert_array_equal(fpr, ref_fpr)
+        np.testing.assert_array_equal(tpr, ref_tpr)

@@ -56,6 +56,7 @@ class FailurePolicy:
     min_replies: int = 1
     on_client_error: str = "abort"
     retries: int = 0
+    mark_divergence: bool = False  # on_divergence = "mark": report it in the outcome instead of raising
 
     def records(self, reason: str) -> bool:
         """A training error is recorded (not fatal): a simulated failure always,
@@ -67,6 +68,7 @@ class FailurePolicy:
 class TrainOutcome:
     state: dict[str, torch.Tensor]  # aggregated (unchanged if nobody trained)
     failed: dict[int, str] = field(default_factory=dict)  # client -> reason (recorded failures)
+    diverged: str = ""  # what went non-finite (on_divergence = "mark"; otherwise train raises)
     client_states: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
     num_examples: dict[int, int] = field(default_factory=dict)
     steps: int = 0
@@ -79,14 +81,12 @@ def _state_to_record(state: dict[str, torch.Tensor]) -> ArrayRecord:
     return ArrayRecord({k: Array(v.detach().cpu().numpy()) for k, v in state.items()})
 
 
-def _check_finite(job: TrainJob, state: dict[str, torch.Tensor], losses: list[float]) -> None:
-    bad_loss = not all(np.isfinite(losses))
+def divergence(state: dict[str, torch.Tensor], losses: list[float] = ()) -> str:
+    """What is non-finite in a state (or the losses), or '' when nothing is."""
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad_loss or bad:
-        what = f"non-finite weights ({', '.join(bad[:3])})" if bad else "a non-finite training loss"
-        raise DivergenceError(
-            f"arm {job.arm!r} diverged in round {job.round_tag}: {what} (is train.lr too high for this model?)"
-        )
+    if bad:
+        return f"non-finite weights ({', '.join(bad[:3])})"
+    return "a non-finite training loss" if not all(np.isfinite(losses)) else ""
 
 
 class FederationRuntime:
@@ -223,7 +223,11 @@ class FederationRuntime:
             if reps:
                 agg, _ = self.strategy.aggregate_train(0, reps)
                 outcome.state = record_to_state(agg)
-            _check_finite(job, outcome.state, [float(r.content["metrics"]["train-loss"]) for r in reps])
+            what = divergence(outcome.state, [float(r.content["metrics"]["train-loss"]) for r in reps])
+            if what and not self.policy.mark_divergence:
+                raise DivergenceError(f"arm {job.arm!r} diverged in round {job.round_tag}: {what} "
+                                      f"(is train.lr too high for this model?)")
+            outcome.diverged = what
             for r in reps:
                 cid = int(r.content["meta"]["partition-id"])
                 outcome.steps += int(r.content["metrics"]["steps"])

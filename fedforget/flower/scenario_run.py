@@ -41,7 +41,10 @@ from fedforget.config import Scenario
 from fedforget.data import federated_data_for
 from fedforget.data.federated import forget_ids
 from fedforget.evaluation import Auditor
-from fedforget.flower.federation import FailurePolicy, FederationHandle, FederationRuntime, TrainJob, TrainOutcome
+from fedforget.flower.federation import (
+    FailurePolicy, FederationHandle, FederationRuntime, TrainJob, TrainOutcome, divergence,
+)
+from fedforget.flower.strategy import DivergenceError
 from fedforget.models import build_model
 from fedforget.oracle.audit import MembershipAudit, over_unlearning_rows
 from fedforget.oracle.reference import ReferenceRun
@@ -71,6 +74,11 @@ class ArmState:
     history: list[HistoryEntry] = field(default_factory=list)
     recovery_done: int = 0
     recovery_left: int = 0
+    diverged_at: float | None = None  # round label it diverged at (on_divergence = "mark"); frozen since
+
+    @property
+    def live(self) -> bool:
+        return self.diverged_at is None
 
 
 @dataclass
@@ -242,7 +250,7 @@ class ScenarioRun:
         sc, rt = self.sc, self.sc.runtime
         self.runtime = FederationRuntime(
             self.grid, sc.seed, sc.data.num_clients, sc.train.fraction, self.writer, self.scenario_index,
-            FailurePolicy(rt.min_replies, rt.on_client_error, rt.client_retries),
+            FailurePolicy(rt.min_replies, rt.on_client_error, rt.client_retries, rt.on_divergence == "mark"),
         )
 
     def event(self, rnd: int) -> None:
@@ -254,7 +262,8 @@ class ScenarioRun:
         self.calibrate_oracle(rnd)
         for i, ev in self.events_at[rnd]:
             for name, method in self.methods.items():
-                self.unlearn(self.arms[name], method, i, ev)
+                if self.arms[name].live:
+                    self.unlearn(self.arms[name], method, i, ev)
         self.record_yardstick(rnd)
         if rnd == max(self.events_at):
             # Stored client updates serve unlearning steps only: none is left.
@@ -305,6 +314,9 @@ class ScenarioRun:
         t0 = time.perf_counter()
         model, cost = method.unlearn(model, handle)
         cost.wall_s = time.perf_counter() - t0
+        if what := divergence(model.state_dict()):
+            self.mark_diverged(st, rnd - 0.5, f"its unlearning step at round {rnd}: {what}")
+            return
         self.writer.event("unlearn", arm=st.arm.name, round=rnd, clients=ev.client_ids,
                           validation_accuracy_after=self.validation_accuracy(model), **cost.as_metrics())
         after = model.state_dict()
@@ -318,6 +330,16 @@ class ScenarioRun:
         st.arm.excluded = excluded
         st.state = clone_state(model.state_dict())
         st.recovery_done, st.recovery_left = 0, sc.unlearning.recovery_rounds
+
+    def mark_diverged(self, st: ArmState, label: float, what: str) -> None:
+        """A non-finite arm: the run stops, or (on_divergence = "mark", method
+        arms only) the arm is marked diverged and frozen from here on."""
+        name = st.arm.name
+        if self.sc.runtime.on_divergence != "mark" or name in (ORIGINAL, RETRAIN):
+            raise DivergenceError(f"arm {name!r} diverged in {what} (is train.lr too high for this model?)")
+        st.diverged_at = label
+        self.writer.metric(name, label, None, "diverged", 1.0)
+        self.writer.event("diverged", arm=name, round=label, what=what)
 
     def retrain_cost(self, last_round: int) -> RoundCost:
         """The retrain arm's cost over rounds 1..last_round."""
@@ -370,7 +392,7 @@ class ScenarioRun:
     def train_round(self, rnd: int) -> None:
         """One regular round for every arm (and the oracle's reference training),
         in one batched exchange; ``retrain`` in its own, timed, exchange."""
-        arm_jobs = [self._arm_job(name, st, rnd) for name, st in self.arms.items()]
+        arm_jobs = [self._arm_job(name, st, rnd) for name, st in self.arms.items() if st.live]
         batched = [j for j in arm_jobs if j.arm != RETRAIN] + self._reference_jobs(rnd)
         alone = [j for j in arm_jobs if j.arm == RETRAIN]
         outcomes = self.runtime.train(batched) + [self.runtime.train([j])[0] for j in alone]
@@ -382,6 +404,9 @@ class ScenarioRun:
                 self.references[job.arm] = (run, res.state)
 
     def _apply(self, st: ArmState, job: TrainJob, res: TrainOutcome, rnd: int) -> None:
+        if res.diverged:
+            self.mark_diverged(st, rnd, f"round {rnd}: {res.diverged}")
+            return
         if job.keep_client_states:
             st.history.append(HistoryEntry(rnd, clone_state(st.state), res.client_states, res.num_examples))
         st.state = res.state
@@ -396,6 +421,10 @@ class ScenarioRun:
                               reasons=[res.failed[c] for c in sorted(res.failed)])
 
     # -- audit -------------------------------------------------------------------------
+    def live_arms(self) -> dict[str, ArmState]:
+        """Every arm but those marked diverged (frozen, no longer audited)."""
+        return {name: st for name, st in self.arms.items() if st.live}
+
     def score_rounds(self) -> set[float]:
         return {r - 0.5 for r in self.events_at} | {float(self.sc.train.rounds)}
 
@@ -404,19 +433,19 @@ class ScenarioRun:
         at a round label; returns test accuracy by arm."""
         accs = {}
         t0 = time.perf_counter()
-        for name, st in self.arms.items():
+        for name, st in self.live_arms().items():
             for client, metric, value in self.auditor.rows(self.model_of(st.state)):
                 self.writer.metric(name, label, client, metric, value)
                 if metric == "test_accuracy":
                     accs[name] = value
         if RETRAIN in self.arms and label > 0:
             ref = self.arms[RETRAIN].state
-            for name, st in self.arms.items():
+            for name, st in self.live_arms().items():
                 dist = torch.sqrt(sum(((st.state[k].float() - ref[k].float()) ** 2).sum() for k in ref))
                 self.writer.metric(name, label, None, "l2_to_retrain", float(dist))
         t1 = time.perf_counter()
         if self.membership is not None:
-            for name, st in self.arms.items():
+            for name, st in self.live_arms().items():
                 self.record(self.membership.evaluate(name, label, self.model_of(st.state), self.score_rounds()))
         t2 = time.perf_counter()
         if label >= 1 and label == int(label):
