@@ -4,15 +4,32 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 EXIT_CONFIG = 2
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from fedforget.config import ConfigError, load_scenario
+def _guarded(action: Callable[[], int], failure_note: str = "", failures: tuple[type, ...] = ()) -> int:
+    """Run a command: a bad input is one line and exit status 2; a run that
+    failed (a client, divergence, data that cannot be fetched) one line and 1."""
+    from fedforget.config import ConfigError
     from fedforget.data import DataUnavailableError
     from fedforget.flower.strategy import ClientFailure, DivergenceError
+
+    try:
+        return action()
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (DataUnavailableError, ClientFailure, DivergenceError, *failures) as err:
+        note = "" if isinstance(err, DataUnavailableError) else failure_note
+        print(f"error: {err}{note}", file=sys.stderr)
+        return 1
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from fedforget.config import load_scenario
     from fedforget.runner import default_out
 
     overrides = list(args.overrides)
@@ -20,26 +37,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides.append("runtime.keep_checkpoints=true")
     if args.engine:
         overrides.append(f"runtime.engine={args.engine}")
-    try:
-        sc = load_scenario(args.config, overrides)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_CONFIG
     if args.seeds < 1:
         print("error: --seeds must be >= 1", file=sys.stderr)
         return EXIT_CONFIG
-    out = Path(args.out) if args.out else default_out(sc)
-    try:
-        return _run_and_print(sc, out, args)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_CONFIG
-    except DataUnavailableError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except (ClientFailure, DivergenceError) as err:
-        print(f"error: {err} (run directory {out} holds only events.jsonl.partial)", file=sys.stderr)
-        return 1
+
+    def action() -> int:
+        sc = load_scenario(args.config, overrides)
+        return _run_and_print(sc, Path(args.out) if args.out else default_out(sc), args)
+
+    return _guarded(action, f" (run directory {args.out or 'runs/...'} holds events.jsonl.partial; "
+                            "`fedforget resume` continues it from its last complete round)")
 
 
 def _run_and_print(sc, out: Path, args: argparse.Namespace) -> int:
@@ -58,36 +65,25 @@ def _run_and_print(sc, out: Path, args: argparse.Namespace) -> int:
 
 
 def _cmd_flwr_run(args: argparse.Namespace) -> int:
-    from fedforget.config import ConfigError
     from fedforget.flower.deployment import flwr_run
 
-    try:
+    def action() -> int:
         out = flwr_run(args.config, args.overrides, args.out, args.app_dir)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_CONFIG
-    except (FileNotFoundError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"run directory: {out}  (report: {out / 'report.html'})")
-    return 0
+        print(f"run directory: {out}  (report: {out / 'report.html'})")
+        return 0
+
+    return _guarded(action, failures=(FileNotFoundError, RuntimeError))
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    from fedforget.config import ConfigError
-    from fedforget.flower.strategy import ClientFailure, DivergenceError
     from fedforget.runner import resume
 
-    try:
+    def action() -> int:
         result = resume(args.run_dir, args.engine, progress=not args.no_progress, verbose=args.verbose)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_CONFIG
-    except (ClientFailure, DivergenceError) as err:
-        print(f"error: {err} (the checkpoint in {args.run_dir} is kept)", file=sys.stderr)
-        return 1
-    print(f"run directory: {result.run_dir}  (report: {result.run_dir / 'report.html'})")
-    return 0
+        print(f"run directory: {result.run_dir}  (report: {result.run_dir / 'report.html'})")
+        return 0
+
+    return _guarded(action, f" (the checkpoint in {args.run_dir} is kept)")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
