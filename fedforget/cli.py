@@ -86,6 +86,18 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     return _guarded(action, f" (the checkpoint in {args.run_dir} is kept)")
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from fedforget.sweep import STUDY_TABLE, sweep
+
+    def action() -> int:
+        table = sweep(args.config, args.axes, args.seeds, args.out, args.zip, engine=args.engine,
+                      progress=not args.no_progress, verbose=args.verbose)
+        print(f"study directory: {args.out}  ({len(table)} rows in {Path(args.out) / STUDY_TABLE})")
+        return 0
+
+    return _guarded(action, f" (rerun the same command to continue the sweep in {args.out})")
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from fedforget.report import write_report
 
@@ -166,6 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--no-progress", action="store_true", help="no progress bar")
     res.add_argument("--verbose", action="store_true", help="show Ray and Flower logs")
     res.set_defaults(func=_cmd_resume)
+    sw = sub.add_parser("sweep", help="run a scenario over swept keys (Cartesian product) and seeds")
+    sw.add_argument("config", help="scenario TOML file")
+    sw.add_argument("axes", nargs="+", help='key=v1,v2,... (a bracketed value such as ["a","b"] is one value)')
+    sw.add_argument("--seeds", type=int, default=1, help="seeds per cell (seed, seed+1, ...)")
+    sw.add_argument("--out", default="runs/sweep", help="study directory (a rerun continues it)")
+    sw.add_argument("--zip", action="store_true", help="pair the lists instead of their Cartesian product")
+    sw.add_argument("--engine", choices=["ray", "actors", "inline"], help="override runtime.engine")
+    sw.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sw.add_argument("--verbose", action="store_true", help="show Ray and Flower logs")
+    sw.set_defaults(func=_cmd_sweep)
     rep = sub.add_parser("report", help="(re)build report.html of a run directory")
     rep.add_argument("run_dir")
     rep.set_defaults(func=_cmd_report)
@@ -179,11 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     # an option unparsed; they join the command's overrides.
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    stray = [a for a in extra if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]
+    target = next((k for k in ("overrides", "axes") if hasattr(args, k)), None)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a or target is None]
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:
-        args.overrides = list(args.overrides) + extra
+        setattr(args, target, list(getattr(args, target)) + extra)
     return args.func(args)
 
 

@@ -116,7 +116,7 @@ class RunWriter:
             atomic_write_parquet(self.dir / "scores.parquet", pd.concat(self.score_frames, ignore_index=True))
         for name, df in self.tables.items():
             atomic_write_parquet(self.dir / f"{name}.parquet", df)
-        os.replace(self._events_tmp, self.dir / "events.jsonl")
+        os.replace(self._events_tmp, self.dir / "events.jsonl")  # last: marks the run finished
 
 
 def read_metrics(run_dir: str | Path) -> pd.DataFrame:

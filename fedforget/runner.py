@@ -129,7 +129,7 @@ def check_resumable(run_dir: Path) -> None:
 
     if not (run_dir / "resolved.toml").is_file():
         raise ConfigError(f"{run_dir}: not a fedforget run directory (no resolved.toml)")
-    if (run_dir / "metrics.parquet").is_file():
+    if (run_dir / "events.jsonl").is_file():  # written last, when the run finished
         raise ConfigError(f"{run_dir}: the run already finished; nothing to resume")
     if not (run_dir / CHECKPOINT).exists():
         if not (run_dir / "events.jsonl.partial").is_file():

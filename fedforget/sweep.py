@@ -1,0 +1,212 @@
+"""Sweeps: a scenario over the Cartesian product (or the zip) of swept keys,
+with several seeds, into one study directory.
+
+Layout of a study directory::
+
+    study.json                 the config, the axes, every cell's values
+    cell-000/seed-<s>/         one run directory per cell and seed
+    ...
+    study.parquet              one row per (cell, seed, arm, forgetting client)
+
+A rerun of the same sweep skips finished runs, resumes interrupted ones from
+their checkpoints (``fedforget resume``) and runs the rest; runs that share the
+number of clients share one runtime.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from fedforget.config import ConfigError, Scenario, load_scenario, with_overrides
+from fedforget.results import CHECKPOINT, atomic_write_bytes, atomic_write_parquet, read_events, read_metrics
+
+STUDY_FILE = "study.json"
+STUDY_TABLE = "study.parquet"
+#: Per-(arm, client) metrics the study table takes at the event and at the last round.
+CLIENT_METRICS = ("mia_auc", "fr", "fr_fixed_fpr", "forget_accuracy", "retain_accuracy", "client_mia_pvalue",
+                  "witness_accuracy")
+#: Per-arm metrics of the unlearning step (cost record, speed-ups), at the event round.
+STEP_METRICS = ("cost_wall_s", "cost_client_steps", "cost_bytes_up", "cost_bytes_down", "cost_rounds",
+                "speedup_steps", "speedup_bytes", "speedup_wall")
+
+
+def split_values(raw: str) -> list[str]:
+    """``v1,v2,...`` split at top-level commas: a bracketed or quoted value
+    (``["forsaken","none"]``) is one value."""
+    values, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(raw):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            values.append(raw[start:i].strip())
+            start = i + 1
+    values.append(raw[start:].strip())
+    if depth != 0 or quote or any(v == "" for v in values):
+        raise ConfigError(f"sweep values {raw!r}: unbalanced brackets or quotes, or an empty value")
+    return values
+
+
+def parse_axes(specs: list[str]) -> dict[str, list[str]]:
+    """``["train.lr=0.1,0.2", ...]`` -> ``{"train.lr": ["0.1", "0.2"], ...}``."""
+    axes: dict[str, list[str]] = {}
+    for spec in specs:
+        if "=" not in spec:
+            raise ConfigError(f"sweep axis {spec!r} is not of the form key=v1,v2,...")
+        key, raw = spec.split("=", 1)
+        key = key.strip()
+        if not key or key in axes:
+            raise ConfigError(f"sweep axis {spec!r}: empty or repeated key")
+        axes[key] = split_values(raw)
+    if not axes:
+        raise ConfigError("a sweep needs at least one key=v1,v2,... axis")
+    return axes
+
+
+def cells_of(axes: dict[str, list[str]], zipped: bool = False) -> list[dict[str, str]]:
+    """Every cell's values: the Cartesian product, or the lists zipped."""
+    keys = list(axes)
+    if zipped:
+        lengths = {len(v) for v in axes.values()}
+        if len(lengths) != 1:
+            raise ConfigError(f"--zip needs lists of one length, got {[len(v) for v in axes.values()]}")
+        combos = zip(*axes.values())
+    else:
+        combos = itertools.product(*axes.values())
+    return [dict(zip(keys, c)) for c in combos]
+
+
+@dataclass
+class PlannedRun:
+    cell: int
+    scenario: Scenario
+    run_dir: Path
+
+    @property
+    def finished(self) -> bool:
+        # events.jsonl appears last, once every table is written (RunWriter.close).
+        return (self.run_dir / "events.jsonl").is_file()
+
+    @property
+    def interrupted(self) -> bool:
+        return not self.finished and ((self.run_dir / CHECKPOINT).exists()
+                                      or (self.run_dir / "events.jsonl.partial").exists())
+
+
+def plan(config: str | Path, axes: dict[str, list[str]], seeds: int, out: Path, zipped: bool = False,
+         overrides: list[str] | None = None) -> tuple[list[dict[str, str]], list[PlannedRun]]:
+    """Every cell and run of a sweep; every cell's scenario is validated here,
+    before anything runs."""
+    if seeds < 1:
+        raise ConfigError("--seeds must be >= 1")
+    base = load_scenario(config, list(overrides or []))
+    cells = cells_of(axes, zipped)
+    runs = []
+    for i, values in enumerate(cells):
+        try:
+            sc = with_overrides(base, [f"{k}={v}" for k, v in values.items()])
+        except ConfigError as err:
+            raise ConfigError(f"sweep cell {i} ({values}): {err}") from None
+        for k in range(seeds):
+            s = with_overrides(sc, [f"seed={sc.seed + k}"])
+            runs.append(PlannedRun(i, s, out / f"cell-{i:03d}" / f"seed-{s.seed}"))
+    return cells, runs
+
+
+def _write_study_file(out: Path, config, axes, cells, seeds: int, zipped: bool) -> None:
+    spec = {"config": str(config), "axes": axes, "zip": zipped, "seeds": seeds,
+            "cells": [{"cell": i, "dir": f"cell-{i:03d}", "values": v} for i, v in enumerate(cells)]}
+    path = out / STUDY_FILE
+    if path.exists():
+        old = json.loads(path.read_text())
+        if {k: old.get(k) for k in ("axes", "zip", "seeds")} != {k: spec[k] for k in ("axes", "zip", "seeds")}:
+            raise ConfigError(f"{out} holds a different sweep (its {STUDY_FILE} has other axes or seeds); "
+                              "choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps(spec, indent=2).encode())
+
+
+def sweep(
+    config: str | Path,
+    axes: list[str] | dict[str, list[str]],
+    seeds: int = 1,
+    out: str | Path = "runs/sweep",
+    zipped: bool = False,
+    overrides: list[str] | None = None,
+    engine: str | None = None,
+    progress: bool = False,
+    verbose: bool = False,
+) -> pd.DataFrame:
+    """Run (or continue) a sweep and return its study table."""
+    from fedforget.runner import run_many
+
+    out = Path(out)
+    axes = parse_axes(axes) if isinstance(axes, list) else {k: [str(v) for v in vs] for k, vs in axes.items()}
+    cells, runs = plan(config, axes, seeds, out, zipped, overrides)
+    _write_study_file(out, config, axes, cells, seeds, zipped)
+    for resume in (True, False):
+        todo = [r for r in runs if not r.finished and r.interrupted == resume]
+        groups: dict[int, list[PlannedRun]] = defaultdict(list)
+        for r in todo:  # one runtime per number of clients
+            groups[r.scenario.data.num_clients].append(r)
+        for group in groups.values():
+            run_many([r.scenario for r in group], [r.run_dir for r in group], engine, progress, verbose,
+                     resume=resume)
+    from fedforget.runner import _report
+
+    for r in runs:
+        if not (r.run_dir / "report.html").exists():
+            _report(r.run_dir)
+    table = study_table(out)
+    atomic_write_parquet(out / STUDY_TABLE, table)
+    return table
+
+
+def _value(m: pd.DataFrame, arm: str, rnd: float, client, metric: str) -> float:
+    sel = m[(m.arm == arm) & (m["round"] == rnd) & (m.metric == metric)]
+    sel = sel[sel.client.isna()] if client is None else sel[sel.client == client]
+    return float(sel.value.iloc[0]) if len(sel) else float("nan")
+
+
+def study_table(out: str | Path) -> pd.DataFrame:
+    """One row per (cell, seed, arm, forgetting client) of a study directory's
+    finished runs: the swept values, metrics right after the unlearning step
+    (``event_*``) and at the last round (``final_*``), the step's cost record
+    and speed-ups."""
+    out = Path(out)
+    spec = json.loads((out / STUDY_FILE).read_text())
+    rows = []
+    for cell in spec["cells"]:
+        for run_dir in sorted((out / cell["dir"]).glob("seed-*")):
+            if not (run_dir / "events.jsonl").is_file():
+                continue
+            m = read_metrics(run_dir)
+            seed = int(run_dir.name.split("-", 1)[1])
+            last = float(m["round"].max())
+            events = [e for e in read_events(run_dir) if e["event"] in ("withdraw", "delete")]
+            for ev in events:
+                t = int(ev["round"])
+                for client in ev["clients"]:
+                    for arm in sorted(set(m.arm)):
+                        row = {"cell": cell["cell"], **cell["values"], "seed": seed, "arm": arm, "client": client,
+                               "event_round": t}
+                        for k in CLIENT_METRICS:
+                            row[f"event_{k}"] = _value(m, arm, t - 0.5, client, k)
+                            row[f"final_{k}"] = _value(m, arm, last, client, k)
+                        row["final_test_accuracy"] = _value(m, arm, last, None, "test_accuracy")
+                        for k in STEP_METRICS:
+                            row[k] = _value(m, arm, t, None, k)
+                        rows.append(row)
+    df = pd.DataFrame(rows)
+    return df.dropna(axis=1, how="all") if not df.empty else df

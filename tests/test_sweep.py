@@ -1,0 +1,81 @@
+"""Sweeps: the Cartesian product of swept keys with seeds, a study table, and
+a rerun that continues an interrupted sweep without redoing finished runs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import fedforget
+from fedforget.config import ConfigError
+from fedforget.sweep import cells_of, parse_axes, split_values
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_values_split_at_top_level_commas_only():
+    assert split_values('0.1,0.2') == ["0.1", "0.2"]
+    assert split_values('["forsaken","none"],["none"]') == ['["forsaken","none"]', '["none"]']
+    assert split_values('"a,b",c') == ['"a,b"', "c"]
+    with pytest.raises(ConfigError, match="unbalanced"):
+        split_values('["a",b')
+    axes = parse_axes(["train.lr=0.1,0.2", "data.alpha=1,10,100"])
+    assert len(cells_of(axes)) == 6
+    with pytest.raises(ConfigError, match="--zip needs lists of one length"):
+        cells_of(axes, zipped=True)
+    assert cells_of(parse_axes(["a=1,2", "b=3,4"]), zipped=True) == [{"a": "1", "b": "3"}, {"a": "2", "b": "4"}]
+
+
+def test_a_bad_cell_is_refused_before_anything_runs(tmp_path):
+    from tests.conftest import tiny
+
+    config = tmp_path / "s.toml"
+    config.write_text(tiny().to_toml())
+    with pytest.raises(ConfigError, match="sweep cell 1"):
+        fedforget.sweep(config, ["train.lr=0.1,inf"], out=tmp_path / "study")
+    assert not (tmp_path / "study").exists()
+
+
+def _config(tmp_path) -> Path:
+    from tests.conftest import tiny
+
+    sc = tiny(train={"rounds": 4, "local_epochs": 3}, events=[{"round": 3, "client": 1}],
+              unlearning={"methods": ["none", "pga"], "recovery_rounds": 0}, oracle={"n_boot": 20})
+    path = tmp_path / "sweep.toml"
+    path.write_text(sc.to_toml())
+    return path
+
+
+def test_sweep_is_interrupted_and_continues_without_redoing_finished_runs(tmp_path):
+    config, out = _config(tmp_path), tmp_path / "study"
+    cmd = [sys.executable, "-m", "fedforget", "sweep", str(config), "train.lr=0.1,0.3",
+           'unlearning.methods=["none","pga"],["none"]', "--seeds", "2", "--engine", "inline", "--no-progress",
+           "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        if len(list(out.glob("cell-*/seed-*/events.jsonl"))) >= 3:  # finished runs
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the sweep ended before it was interrupted"
+    done = {p: p.stat().st_mtime_ns for p in out.glob("cell-*/seed-*/events.jsonl")}
+    assert 3 <= len(done) < 8
+    table = fedforget.sweep(config, ["train.lr=0.1,0.3", 'unlearning.methods=["none","pga"],["none"]'], seeds=2,
+                            out=out, engine="inline")
+    assert {p: p.stat().st_mtime_ns for p in done} == done  # finished runs were not redone
+    assert len(list(out.glob("cell-*/seed-*/events.jsonl"))) == 8
+    # one row per (cell, seed, arm, withdrawn client): cells with pga have 4 arms, the others 3
+    assert len(table) == 2 * 2 * 4 + 2 * 2 * 3
+    assert set(table.columns) >= {"cell", "train.lr", "unlearning.methods", "seed", "arm", "client",
+                                  "event_mia_auc", "final_mia_auc", "final_test_accuracy", "cost_client_steps",
+                                  "speedup_steps"}
+    assert sorted(table[table.arm == "pga"]["train.lr"].unique()) == ["0.1", "0.3"]
+    spec = json.loads((out / "study.json").read_text())
+    assert [c["values"]["train.lr"] for c in spec["cells"]] == ["0.1", "0.1", "0.3", "0.3"]
