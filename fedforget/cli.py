@@ -98,6 +98,18 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return _guarded(action, f" (rerun the same command to continue the sweep in {args.out})")
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from fedforget.analysis import export
+
+    try:
+        written = export(args.dir, args.format, args.out)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"wrote {len(written)} tables to {written[0].parent}: {', '.join(p.name for p in written)}")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from fedforget.report import write_report
 
@@ -188,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--no-progress", action="store_true", help="no progress bar")
     sw.add_argument("--verbose", action="store_true", help="show Ray and Flower logs")
     sw.set_defaults(func=_cmd_sweep)
+    ex = sub.add_parser("export", help="write a run's, seeds' or study's tidy tables as CSV or JSON")
+    ex.add_argument("dir")
+    ex.add_argument("--format", choices=["csv", "json"], default="csv")
+    ex.add_argument("--out", help="directory for the tables (default: DIR itself)")
+    ex.set_defaults(func=_cmd_export)
     rep = sub.add_parser("report", help="(re)build report.html of a run directory")
     rep.add_argument("run_dir")
     rep.set_defaults(func=_cmd_report)

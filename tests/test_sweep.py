@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import fedforget
@@ -79,3 +80,35 @@ def test_sweep_is_interrupted_and_continues_without_redoing_finished_runs(tmp_pa
     assert sorted(table[table.arm == "pga"]["train.lr"].unique()) == ["0.1", "0.3"]
     spec = json.loads((out / "study.json").read_text())
     assert [c["values"]["train.lr"] for c in spec["cells"]] == ["0.1", "0.1", "0.3", "0.3"]
+
+    # The analysis API reads the study back with the swept keys as columns.
+    res = fedforget.load(out)
+    assert res.kind == "study" and res.swept == ["train.lr", "unlearning.methods"]
+    assert len(res.scenarios) == 8 and set(res.scenarios["train.lr"]) == {0.1, 0.3}
+    gap = res.gap_to_retrain("mia_auc")
+    gap = gap[gap.client == 1]  # the withdrawn client (control clients differ by seed)
+    assert set(gap.arm) == {"original", "none", "pga"} and (gap.n == 2).all()
+    row = gap[(gap.arm == "pga") & (gap["train.lr"] == "0.1")].iloc[0]
+    mine = table[(table.arm == "pga") & (table["train.lr"] == "0.1")].set_index("seed").final_mia_auc
+    ref = table[(table.arm == "retrain") & (table["train.lr"] == "0.1")
+                & (table["unlearning.methods"] == '["none","pga"]')].set_index("seed").final_mia_auc
+    assert row["mean"] == pytest.approx((mine - ref).mean())
+    assert row.lo < row["mean"] < row.hi
+    assert "Final MIA AUC gap" in res._repr_html_()
+
+    # Exports round-trip: CSV and JSON read back equal the Parquet tables.
+    import pandas as pd
+
+    fedforget.export(out, "csv", tmp_path / "csv")
+    fedforget.export(out, "json", tmp_path / "json")
+    m = res.metrics.reset_index(drop=True)
+    back = pd.read_csv(tmp_path / "csv" / "metrics.csv", dtype={"train.lr": str, "unlearning.methods": str})
+    pd.testing.assert_frame_equal(back[m.columns].astype(m.dtypes.astype(str).to_dict()), m.astype(m.dtypes.astype(str).to_dict()),
+                                  check_exact=False, rtol=1e-12)
+    back = pd.read_json(tmp_path / "json" / "metrics.json", orient="records", dtype=False, precise_float=True)
+    assert len(back) == len(m) and set(back.columns) == set(m.columns)
+    np.testing.assert_array_equal(back.value.to_numpy(dtype=float), m.value.to_numpy(dtype=float))
+    costs = pd.read_json(tmp_path / "json" / "costs.json", orient="records", dtype=False, precise_float=True)
+    assert np.isinf(costs.speedup_steps).sum() == np.isinf(res.costs().speedup_steps).sum() > 0  # 'none' costs nothing
+    dictionary = pd.read_csv(tmp_path / "csv" / "data_dictionary.csv")
+    assert "(undocumented)" not in set(dictionary.meaning) and set(m.metric) <= set(dictionary.name)

@@ -1,0 +1,251 @@
+"""Read runs, multi-seed directories and sweep studies back as tidy tables.
+
+``fedforget.load(path)`` returns :class:`Results` whose frames carry one column
+per identifier (``cell``, swept keys, ``seed``, ``arm``, ``round``, ``client``),
+so a question is a filter and a group-by. Helpers answer the usual ones: a
+client's forgetting curve beside retrain, each method's gap to retrain, and
+across-seed means with 95% intervals.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fedforget.results import read_events, read_metrics
+
+#: What every metric means (the data dictionary of exports).
+METRICS: dict[str, str] = {
+    "test_accuracy": "accuracy of the arm's global model on the test split",
+    "test_loss": "mean cross-entropy on the test split",
+    "forget_accuracy": "accuracy on the client's forget set (its train part when it withdraws)",
+    "retain_accuracy": "accuracy on every other client's train part",
+    "witness_accuracy": "canaries: accuracy on the planted labels; backdoor: attack success on triggered test samples",
+    "mia_auc": "membership attack's ROC AUC, the client's forget samples against audit/test non-members",
+    "mia_auc_lo": "lower end of the oracle-sampling 95% bootstrap interval of mia_auc (model fixed)",
+    "mia_auc_hi": "upper end of that interval",
+    "mia_balanced_accuracy": "balanced accuracy of the oracle's member decisions",
+    "tpr_at_1pct_fpr": "TPR at 1% FPR from the exact ROC (NaN with fewer than 1,000 non-members)",
+    "tpr_at_0.1pct_fpr": "TPR at 0.1% FPR from the exact ROC (NaN with fewer than 10,000 non-members)",
+    "fr": "forgetting rate (A_F - B_F) / B_T of the oracle's decisions before (calibration) and now",
+    "fr_lo": "lower end of the bootstrap interval of fr",
+    "fr_hi": "upper end of the bootstrap interval of fr",
+    "fr_transition": "share of samples flagged before that are no longer flagged (T->F flips only)",
+    "fr_fixed_fpr": "fr with the threshold re-chosen so non-members' FPR equals calibration's (discounts drift)",
+    "nonmember_fpr": "share of non-members the oracle flags as members",
+    "b_t": "forget samples flagged as members at calibration (B_T)",
+    "n_forget": "forget samples audited",
+    "n_nonmembers": "non-members audited",
+    "witness_mia_auc": "AUC of planted witness members against witnesses planted on audit samples",
+    "witness_fr": "fr of the planted witness samples",
+    "witness_fr_fixed_fpr": "fr_fixed_fpr of the planted witness samples",
+    "client_mia_z": "client-level test: the client's mean attack score in SDs of same-size pseudo-clients never trained on",
+    "client_mia_pvalue": "one-sided p-value of client_mia_z (small: the client's data is still in the model)",
+    "over_unlearning": "1 where a method's AUC or forget accuracy falls below retrain's beyond its interval/margin",
+    "l2_to_retrain": "L2 distance of the arm's weights to the retrain arm's",
+    "changed_fraction": "share of weights the unlearning step changed",
+    "mask_fraction": "Forsaken: share of maskable neurons selected",
+    "cost_wall_s": "wall seconds of the unlearning step",
+    "cost_client_steps": "client training samples processed by the step (epochs x samples)",
+    "cost_bytes_up": "bytes clients sent during the step",
+    "cost_bytes_down": "bytes sent to clients during the step",
+    "cost_rounds": "training rounds the step ran over the remaining clients",
+    "cost_server_storage_bytes": "client updates the server stored for the method",
+    "speedup_steps": "retraining's client steps to the event divided by the step's (inf: the step cost none)",
+    "speedup_bytes": "retraining's bytes to the event divided by the step's",
+    "speedup_wall": "retraining's wall seconds to the event divided by the step's",
+    "retrain_steps_to_event": "client steps of the retrain arm's rounds 1..t-1",
+    "retrain_bytes_to_event": "bytes of the retrain arm's rounds 1..t-1",
+    "retrain_wall_s_to_event": "wall seconds of the retrain arm's rounds 1..t-1",
+    "retrain_steps_to_end": "client steps of every retrain round",
+    "retrain_bytes_to_end": "bytes of every retrain round",
+    "retrain_wall_s_to_end": "wall seconds of every retrain round",
+    "failed_clients": "train replies that failed in the arm's round (runtime.client_failure_rate, recorded errors)",
+    "diverged": "1 at the round label a method arm went non-finite (runtime.on_divergence = 'mark')",
+}
+COLUMNS: dict[str, str] = {
+    "cell": "sweep cell index (study.json)", "seed": "scenario seed", "arm": "original, retrain or a method",
+    "round": "round label: r after round r's training, t - 0.5 right after the unlearning step of an event at t",
+    "client": "partition id (empty for global metrics)", "metric": "metric name (see metrics)", "value": "its value",
+}
+
+
+@dataclass
+class Results:
+    """Tidy tables of a run, a multi-seed directory or a sweep study."""
+
+    root: Path
+    kind: str  # "run" | "seeds" | "study"
+    metrics: pd.DataFrame
+    events: pd.DataFrame
+    scenarios: pd.DataFrame
+    scores: pd.DataFrame | None = None
+    swept: list[str] = field(default_factory=list)
+
+    @property
+    def ids(self) -> list[str]:
+        """Columns identifying a run: cell and swept keys, then seed."""
+        return (["cell", *self.swept] if self.kind == "study" else []) + ["seed"]
+
+    def costs(self) -> pd.DataFrame:
+        """One row per run, method arm and event round: the step's cost record and speed-ups."""
+        keep = self.metrics.metric.str.startswith(("cost_", "speedup_"))
+        df = self.metrics[keep]
+        return df.pivot_table(index=[*self.ids, "arm", "round"], columns="metric", values="value").reset_index()
+
+    def curve(self, client: int, metric: str = "mia_auc") -> pd.DataFrame:
+        """A client's metric by round (rows) and arm (columns), mean across runs."""
+        df = self.metrics[(self.metrics.client == client) & (self.metrics.metric == metric)]
+        return df.pivot_table(index="round", columns="arm", values="value", aggfunc="mean")
+
+    def gap_to_retrain(self, metric: str = "mia_auc", at: str = "final") -> pd.DataFrame:
+        """Each arm's ``metric`` minus retrain's on the same run and client, at the
+        last round (``at="final"``) or right after the unlearning step
+        (``"event"``), with its across-seed mean and 95% interval."""
+        df = self._per_client(metric, at)
+        ref = df[df.arm == "retrain"].set_index([*self.ids, "client"]).value
+        df = df[df.arm != "retrain"].copy()
+        df["gap"] = df.value.to_numpy() - ref.reindex(pd.MultiIndex.from_frame(df[[*self.ids, "client"]])).to_numpy()
+        keys = [*(["cell", *self.swept] if self.kind == "study" else []), "arm", "client"]
+        return across(df, "gap", keys)
+
+    def across_seeds(self, metric: str, at: str = "final") -> pd.DataFrame:
+        """A per-client metric's across-seed mean and 95% t-interval per arm (and cell)."""
+        keys = [*(["cell", *self.swept] if self.kind == "study" else []), "arm", "client"]
+        return across(self._per_client(metric, at), "value", keys)
+
+    def _per_client(self, metric: str, at: str) -> pd.DataFrame:
+        m = self.metrics[(self.metrics.metric == metric) & self.metrics.client.notna()]
+        if at == "final":
+            last = m.groupby(self.ids)["round"].transform("max")
+            return m[m["round"] == last]
+        if at == "event":
+            return m[m["round"] % 1 == 0.5]
+        raise ValueError(f"at must be 'final' or 'event', got {at!r}")
+
+    def _repr_html_(self) -> str:
+        arms = ", ".join(sorted(self.metrics.arm.unique()))
+        head = (f"<b>fedforget {self.kind}</b> {self.root}<br>{self.scenarios.shape[0]} run(s); arms: {arms}"
+                + (f"; swept: {', '.join(self.swept)}" if self.swept else ""))
+        try:
+            table = self.gap_to_retrain().round(3).to_html(index=False)
+        except (KeyError, ValueError):
+            table = ""
+        return head + ("<br>Final MIA AUC gap to retrain (mean, 95% interval across seeds):" + table if table else "")
+
+    def plot(self, client: int, metric: str = "mia_auc", ax=None):
+        """The client's forgetting curves (one line per arm, mean across runs)."""
+        import matplotlib.pyplot as plt
+
+        ax = ax or plt.subplots(figsize=(7, 4))[1]
+        curve = self.curve(client, metric)
+        for arm in curve.columns:
+            style = {"color": "black", "linestyle": "--"} if arm == "retrain" else {}
+            ax.plot(curve.index, curve[arm], marker="o", markersize=3, label=arm, **style)
+        ax.set_xlabel("round label")
+        ax.set_ylabel(metric)
+        ax.set_title(f"client {client}")
+        ax.legend(fontsize="small")
+        return ax
+
+
+def across(df: pd.DataFrame, column: str, keys: list[str]) -> pd.DataFrame:
+    """Mean, 95% t-interval (NaN with one value) and count of ``column`` per ``keys``."""
+    from scipy import stats
+
+    def summary(x: pd.Series) -> pd.Series:
+        x = x.dropna()
+        n, mean = len(x), float(x.mean()) if len(x) else float("nan")
+        half = float(stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+        return pd.Series({"mean": mean, "lo": mean - half, "hi": mean + half, "n": n})
+
+    return df.groupby(keys)[column].apply(summary).unstack().reset_index()
+
+
+def _run_dirs(root: Path) -> tuple[str, list[tuple[dict, Path]]]:
+    """The kind of directory and its finished runs with their identifiers."""
+    if (root / "study.json").is_file():
+        spec = json.loads((root / "study.json").read_text())
+        return "study", [({"cell": c["cell"], **c["values"], "seed": int(d.name.split("-", 1)[1])}, d)
+                         for c in spec["cells"] for d in sorted((root / c["dir"]).glob("seed-*"))
+                         if (d / "events.jsonl").is_file()]
+    if (root / "events.jsonl").is_file():
+        return "run", [({"seed": _scenario(root).get("seed", 0)}, root)]
+    seeds = [d for d in sorted(root.glob("seed-*")) if (d / "events.jsonl").is_file()]
+    if seeds:
+        return "seeds", [({"seed": int(d.name.split("-", 1)[1])}, d) for d in seeds]
+    raise FileNotFoundError(f"{root}: neither a finished run, a multi-seed directory nor a sweep study")
+
+
+def _scenario(run_dir: Path) -> dict:
+    return tomllib.loads((run_dir / "resolved.toml").read_text())
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, list) else v
+    return out
+
+
+def load(path: str | Path, scores: bool = False) -> Results:
+    """Tidy tables of a run directory, a multi-seed directory or a sweep study."""
+    root = Path(path)
+    kind, runs = _run_dirs(root)
+    metrics, events, scenarios, score_frames = [], [], [], []
+    for ids, d in runs:
+        metrics.append(read_metrics(d).assign(**ids))
+        events.append(pd.DataFrame([{**ids, **{k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
+                                               for k, v in e.items()}} for e in read_events(d)]))
+        scenarios.append({**ids, "run_dir": str(d), **_flat(_scenario(d))})
+        if scores and (d / "scores.parquet").is_file():
+            score_frames.append(pd.read_parquet(d / "scores.parquet").assign(**ids))
+    swept = list(json.loads((root / "study.json").read_text())["axes"]) if kind == "study" else []
+    first = [c for c in runs[0][0]]
+    order = lambda df: df[first + [c for c in df.columns if c not in first]]  # noqa: E731
+    return Results(
+        root, kind, order(pd.concat(metrics, ignore_index=True)), order(pd.concat(events, ignore_index=True)),
+        order(pd.DataFrame(scenarios)), order(pd.concat(score_frames, ignore_index=True)) if score_frames else None,
+        swept,
+    )
+
+
+def data_dictionary(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Every identifier column and every metric present, with its meaning."""
+    rows = [{"name": k, "kind": "column", "meaning": v} for k, v in COLUMNS.items()]
+    rows += [{"name": m, "kind": "metric", "meaning": METRICS.get(m, "(undocumented)")}
+             for m in sorted(metrics.metric.unique())]
+    return pd.DataFrame(rows)
+
+
+def export(path: str | Path, fmt: str = "csv", out: str | Path | None = None) -> list[Path]:
+    """Write the tidy tables (metrics, events, scenarios, costs, scores, and a
+    data dictionary) as CSV or JSON (records) into ``out`` (default: ``path``)."""
+    if fmt not in ("csv", "json"):
+        raise ValueError(f"format must be csv or json, got {fmt!r}")
+    res = load(path, scores=True)
+    out = Path(out) if out is not None else Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = {"metrics": res.metrics, "events": res.events, "scenarios": res.scenarios, "costs": res.costs(),
+              "data_dictionary": data_dictionary(res.metrics)}
+    if res.scores is not None:
+        tables["scores"] = res.scores
+    written = []
+    for name, df in tables.items():
+        target = out / f"{name}.{fmt}"
+        if fmt == "csv":
+            df.to_csv(target, index=False)
+        else:  # records; missing values null, infinite speed-ups as JSON's Infinity (pandas reads both back)
+            records = df.astype(object).where(df.notna(), None).to_dict(orient="records")
+            target.write_text(json.dumps(records, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+        written.append(target)
+    return written
