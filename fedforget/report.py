@@ -1537,6 +1537,10 @@ def write_report(run_dir: str | Path) -> Path:
         ``run_dir`` is not a finished run (the message names the path).
     """
     root = Path(run_dir)
+    if (root / "study.json").is_file():  # a sweep study has its own report
+        from fedforget.study_report import write_study_report
+
+        return write_study_report(root)
     text = render_report(root)
     out = root / "report.html"
     tmp = root / f".report.html.{os.getpid()}.tmp"

@@ -170,6 +170,9 @@ def sweep(
             _report(r.run_dir)
     table = study_table(out)
     atomic_write_parquet(out / STUDY_TABLE, table)
+    from fedforget.study_report import write_study_report
+
+    write_study_report(out)
     return table
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import fedforget
+from fedforget.cli import main as main_cli
 from fedforget.config import ConfigError
 from fedforget.sweep import cells_of, parse_axes, split_values
 
@@ -80,6 +81,15 @@ def test_sweep_is_interrupted_and_continues_without_redoing_finished_runs(tmp_pa
     assert sorted(table[table.arm == "pga"]["train.lr"].unique()) == ["0.1", "0.3"]
     spec = json.loads((out / "study.json").read_text())
     assert [c["values"]["train.lr"] for c in spec["cells"]] == ["0.1", "0.1", "0.3", "0.3"]
+
+    # The study report: one figure per swept key, rendered in headless Chromium.
+    from tests.test_report import rendered_figures
+
+    html = (out / "report.html").read_text()
+    assert html.count("<h2>") == 3 and "train.lr" in html and "By cell" in html
+    rendered, total = rendered_figures(out / "report.html", tmp_path)
+    assert rendered == total == 2
+    assert main_cli(["report", str(out)]) == 0
 
     # The analysis API reads the study back with the swept keys as columns.
     res = fedforget.load(out)

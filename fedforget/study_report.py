@@ -1,0 +1,110 @@
+"""The report of a sweep study: for each swept key, each method's gap to
+retrain (MIA AUC, FR, forget and test accuracy) and speed-up against that key,
+with across-seed 95% intervals, as one self-contained HTML page.
+
+Each point pools every cell with that value of the key (the other keys' values
+and the seeds) and every forgetting client: the marginal effect of the key.
+The per-cell table below the figures keeps the cells apart.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from fedforget.analysis import across
+from fedforget.report import CSS, SCRIPT, _figure, _note, _png_uri, _table, esc
+from fedforget.sweep import STUDY_FILE, study_table
+
+#: (study-table column, title, what a gap means); gaps are method minus retrain.
+GAPS = [
+    ("final_mia_auc", "MIA AUC gap to retrain (last round)"),
+    ("event_mia_auc", "MIA AUC gap to retrain (after the step)"),
+    ("final_fr", "FR gap to retrain (last round)"),
+    ("final_forget_accuracy", "forget accuracy gap to retrain"),
+    ("final_test_accuracy", "test accuracy gap to retrain"),
+]
+
+
+def gaps(table: pd.DataFrame) -> pd.DataFrame:
+    """Each method row's metrics minus retrain's on the same cell, seed and client."""
+    keys = ["cell", "seed", "client"]
+    ref = table[table.arm == "retrain"].set_index(keys)
+    methods = table[~table.arm.isin(["retrain", "original"])].copy()
+    idx = pd.MultiIndex.from_frame(methods[keys])
+    for col, _ in GAPS:
+        if col in table:
+            methods[f"gap_{col}"] = methods[col].to_numpy() - ref[col].reindex(idx).to_numpy()
+    return methods
+
+
+def _key_figure(g: pd.DataFrame, key: str, order: list[str]) -> str:
+    panels = [(f"gap_{c}", t) for c, t in GAPS if f"gap_{c}" in g] + [("speedup_steps", "speed-up in client steps")]
+    ncols = (len(panels) + 1) // 2
+    fig = Figure(figsize=(4.4 * ncols, 7.0), layout="constrained")
+    x = {v: i for i, v in enumerate(order)}
+    for i, (col, title) in enumerate(panels):
+        ax = fig.add_subplot(2, ncols, i + 1)
+        data = g.replace([np.inf], np.nan) if col == "speedup_steps" else g
+        summary = across(data, col, [key, "arm"])
+        for j, (arm, s) in enumerate(summary.groupby("arm")):
+            s = s.assign(pos=s[key].map(x)).sort_values("pos")
+            off = (j - 0.5 * (summary.arm.nunique() - 1)) * 0.06
+            err = np.vstack([s["mean"] - s.lo, s.hi - s["mean"]])
+            ax.errorbar(s.pos + off, s["mean"], yerr=np.nan_to_num(err), marker="o", ms=4, capsize=3, label=arm)
+        if col != "speedup_steps":
+            ax.axhline(0.0, color="black", lw=0.8, ls="--")
+        else:
+            ax.set_yscale("log")
+        ax.set_xticks(range(len(order)), [str(v)[:18] for v in order], rotation=20, fontsize=8)
+        ax.set_xlabel(key)
+        ax.set_title(title, fontsize=9)
+    fig.axes[-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    caption = (f"Each method against {key}: mean over seeds, cells with that value and forgetting clients, "
+               "with 95% t-intervals; dashed line: retrain (gap 0). Speed-ups of zero-cost steps (∞) are left out.")
+    return _figure(_png_uri(fig), f"gaps to retrain against {key}", caption)
+
+
+def _estimate(s: pd.DataFrame, col: str) -> str:
+    r = across(s, col, ["arm"]).iloc[0]
+    return f"{r['mean']:.3f} [{r.lo:.3f}, {r.hi:.3f}]" if r.n > 1 else f"{r['mean']:.3f}"
+
+
+def render_study_report(root: str | Path) -> str:
+    root = Path(root)
+    spec = json.loads((root / STUDY_FILE).read_text())
+    table = study_table(root)
+    parts = [f"<h1>fedforget study: {esc(str(spec['config']))}</h1>",
+             _note(f"{len(spec['cells'])} cells × {spec['seeds']} seed(s); swept: "
+                   + "; ".join(f"{k} ∈ {{{', '.join(v)}}}" for k, v in spec["axes"].items())
+                   + (" (zipped)" if spec["zip"] else ""))]
+    if table.empty:
+        parts.append(_note("No finished run with an unlearning event yet: nothing to compare.", "warn"))
+    else:
+        g = gaps(table)
+        for key, values in spec["axes"].items():
+            parts.append(f"<h2>{esc(key)}</h2>" + _key_figure(g, key, values))
+        rows = []
+        for (cell, arm), s in g.groupby(["cell", "arm"]):
+            texts = [_estimate(s, c) for c in ("gap_final_mia_auc", "gap_final_fr")]
+            free = np.isinf(s.speedup_steps).all()  # a step that cost nothing
+            texts.append("∞" if free else _estimate(s.replace([np.inf], np.nan), "speedup_steps"))
+            rows.append([cell, *(s.iloc[0][k] for k in spec["axes"]), arm, *texts, len(s)])
+        parts.append("<h2>By cell</h2>" + _table(
+            ["cell", *spec["axes"], "method", "AUC gap (last round)", "FR gap (last round)", "speed-up (steps)", "n"],
+            rows))
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>fedforget study</title>"
+            f"<style>{CSS}</style><script>{SCRIPT}</script></head><body>" + "".join(parts) + "</body></html>\n")
+
+
+def write_study_report(root: str | Path) -> Path:
+    root = Path(root)
+    out = root / "report.html"
+    tmp = root / ".report.html.tmp"
+    tmp.write_text(render_study_report(root), encoding="utf-8")
+    tmp.replace(out)
+    return out
