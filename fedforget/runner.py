@@ -62,6 +62,8 @@ def check_out_dir(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"run directory {out} already exists and is not empty; choose another --out or remove it")
     parent = next((p for p in [out, *out.parents] if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise ConfigError(f"run directory {out} cannot be created: {parent} is a file, not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"run directory {out} cannot be created: {parent} is not writable")
 

@@ -69,6 +69,14 @@ def test_run_directories_that_cannot_be_used_are_refused(tmp_path, capsys, monke
     assert sorted(p.name for p in taken.iterdir()) == ["metrics.parquet"]
     assert main(["run", WITHDRAWAL, "--seeds", "0", "--out", str(tmp_path / "s")]) == 2
     assert "--seeds" in capsys.readouterr().err and not (tmp_path / "s").exists()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    assert main(["run", WITHDRAWAL, "--out", str(a_file / "run"), "--engine", "inline"]) == 2
+    assert "is a file, not a directory" in capsys.readouterr().err
+
+
+def test_an_unwritable_run_directory_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
