@@ -134,8 +134,6 @@ def check_resumable(run_dir: Path) -> None:
     if (run_dir / "events.jsonl").is_file():  # written last, when the run finished
         raise ConfigError(f"{run_dir}: the run already finished; nothing to resume")
     if not (run_dir / CHECKPOINT).exists():
-        if not (run_dir / "events.jsonl.partial").is_file():
-            raise ConfigError(f"{run_dir}: no {CHECKPOINT} and no events.jsonl.partial: not an interrupted run")
         return  # interrupted before its first complete round: it starts over
     try:
         load_checkpoint(run_dir)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from fedforget.config import ConfigError, Scenario, load_scenario, with_overrides
-from fedforget.results import CHECKPOINT, atomic_write_bytes, atomic_write_parquet, read_events, read_metrics
+from fedforget.results import atomic_write_bytes, atomic_write_parquet, read_events, read_metrics
 
 STUDY_FILE = "study.json"
 STUDY_TABLE = "study.parquet"
@@ -100,8 +101,9 @@ class PlannedRun:
 
     @property
     def interrupted(self) -> bool:
-        return not self.finished and ((self.run_dir / CHECKPOINT).exists()
-                                      or (self.run_dir / "events.jsonl.partial").exists())
+        """Started and not finished: its resolved scenario is written first
+        (a directory without it holds nothing of the run, see ``sweep``)."""
+        return not self.finished and (self.run_dir / "resolved.toml").is_file()
 
 
 def plan(config: str | Path, axes: dict[str, list[str]], seeds: int, out: Path, zipped: bool = False,
@@ -155,6 +157,9 @@ def sweep(
     axes = parse_axes(axes) if isinstance(axes, list) else {k: [str(v) for v in vs] for k, vs in axes.items()}
     cells, runs = plan(config, axes, seeds, out, zipped, overrides)
     _write_study_file(out, config, axes, cells, seeds, zipped)
+    for r in runs:  # killed before its scenario was written: nothing to keep
+        if not r.finished and not r.interrupted and r.run_dir.exists():
+            shutil.rmtree(r.run_dir)
     for resume in (True, False):
         todo = [r for r in runs if not r.finished and r.interrupted == resume]
         groups: dict[int, list[PlannedRun]] = defaultdict(list)

@@ -122,3 +122,15 @@ def test_sweep_is_interrupted_and_continues_without_redoing_finished_runs(tmp_pa
     assert np.isinf(costs.speedup_steps).sum() == np.isinf(res.costs().speedup_steps).sum() > 0  # 'none' costs nothing
     dictionary = pd.read_csv(tmp_path / "csv" / "data_dictionary.csv")
     assert "(undocumented)" not in set(dictionary.meaning) and set(m.metric) <= set(dictionary.name)
+
+
+def test_a_run_killed_before_its_scenario_was_written_is_started_afresh(tmp_path):
+    """A kill between creating a run directory and writing resolved.toml leaves
+    a directory with nothing of the run; a rerun clears it and runs the cell."""
+    config, out = _config(tmp_path), tmp_path / "study"
+    torn = out / "cell-000" / "seed-3"
+    torn.mkdir(parents=True)
+    (torn / "resolved.toml.tmp").write_text("half")
+    table = fedforget.sweep(config, ["train.lr=0.1"], out=out, engine="inline")
+    assert (torn / "events.jsonl").is_file() and not (torn / "resolved.toml.tmp").exists()
+    assert set(table.seed) == {3}
