@@ -108,10 +108,13 @@ class Results:
         last round (``at="final"``) or right after the unlearning step
         (``"event"``), with its across-seed mean and 95% interval."""
         df = self._per_client(metric, at)
-        ref = df[df.arm == "retrain"].set_index([*self.ids, "client"]).value
+        # Events: one row per event label (t - 0.5) of a client; the last round: one per run.
+        pair = [*self.ids, "client", *(["round"] if at == "event" else [])]
+        ref = df[df.arm == "retrain"].set_index(pair).value
         df = df[df.arm != "retrain"].copy()
-        df["gap"] = df.value.to_numpy() - ref.reindex(pd.MultiIndex.from_frame(df[[*self.ids, "client"]])).to_numpy()
-        keys = [*(["cell", *self.swept] if self.kind == "study" else []), "arm", "client"]
+        df["gap"] = df.value.to_numpy() - ref.reindex(pd.MultiIndex.from_frame(df[pair])).to_numpy()
+        keys = [*(["cell", *self.swept] if self.kind == "study" else []), "arm", "client",
+                *(["round"] if at == "event" else [])]
         return across(df, "gap", keys)
 
     def across_seeds(self, metric: str, at: str = "final") -> pd.DataFrame:
@@ -201,6 +204,8 @@ def load(path: str | Path, scores: bool = False) -> Results:
     """Tidy tables of a run directory, a multi-seed directory or a sweep study."""
     root = Path(path)
     kind, runs = _run_dirs(root)
+    if not runs:
+        raise FileNotFoundError(f"{root}: no finished run yet")
     metrics, events, scenarios, score_frames = [], [], [], []
     for ids, d in runs:
         metrics.append(read_metrics(d).assign(**ids))

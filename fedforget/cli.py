@@ -15,14 +15,14 @@ def _guarded(action: Callable[[], int], failure_note: str = "", failures: tuple[
     failed (a client, divergence, data that cannot be fetched) one line and 1."""
     from fedforget.config import ConfigError
     from fedforget.data import DataUnavailableError
-    from fedforget.flower.strategy import ClientFailure, DivergenceError
+    from fedforget.flower.strategy import ClientFailure, DivergenceError, RunsFailed
 
     try:
         return action()
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG
-    except (DataUnavailableError, ClientFailure, DivergenceError, *failures) as err:
+    except (DataUnavailableError, ClientFailure, DivergenceError, RunsFailed, *failures) as err:
         note = "" if isinstance(err, DataUnavailableError) else failure_note
         print(f"error: {err}{note}", file=sys.stderr)
         return 1

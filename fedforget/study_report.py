@@ -82,10 +82,10 @@ def render_study_report(root: str | Path) -> str:
              _note(f"{len(spec['cells'])} cells × {spec['seeds']} seed(s); swept: "
                    + "; ".join(f"{k} ∈ {{{', '.join(v)}}}" for k, v in spec["axes"].items())
                    + (" (zipped)" if spec["zip"] else ""))]
-    if table.empty:
-        parts.append(_note("No finished run with an unlearning event yet: nothing to compare.", "warn"))
+    g = gaps(table) if not table.empty else table
+    if g.empty:
+        parts.append(_note("No finished run with an unlearning method and event yet: nothing to compare.", "warn"))
     else:
-        g = gaps(table)
         for key, values in spec["axes"].items():
             parts.append(f"<h2>{esc(key)}</h2>" + _key_figure(g, key, values))
         rows = []

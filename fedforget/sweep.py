@@ -28,6 +28,7 @@ from fedforget.config import ConfigError, Scenario, load_scenario, with_override
 from fedforget.results import atomic_write_bytes, atomic_write_parquet, read_events, read_metrics
 
 STUDY_FILE = "study.json"
+FAILED_FILE = "failed.txt"  # in a run directory: the run failed; reruns of the sweep skip it
 STUDY_TABLE = "study.parquet"
 #: Per-(arm, client) metrics the study table takes at the event and at the last round.
 CLIENT_METRICS = ("mia_auc", "fr", "fr_fixed_fpr", "forget_accuracy", "retain_accuracy", "client_mia_pvalue",
@@ -100,6 +101,12 @@ class PlannedRun:
         return (self.run_dir / "events.jsonl").is_file()
 
     @property
+    def failed(self) -> str:
+        """Why the run failed (a client, divergence) in an earlier attempt, or ''."""
+        path = self.run_dir / FAILED_FILE
+        return path.read_text() if path.is_file() else ""
+
+    @property
     def interrupted(self) -> bool:
         """Started and not finished: its resolved scenario is written first
         (a directory without it holds nothing of the run, see ``sweep``)."""
@@ -151,27 +158,38 @@ def sweep(
     verbose: bool = False,
 ) -> pd.DataFrame:
     """Run (or continue) a sweep and return its study table."""
+    from fedforget.flower.strategy import ClientFailure, DivergenceError, RunsFailed
     from fedforget.runner import run_many
 
     out = Path(out)
     axes = parse_axes(axes) if isinstance(axes, list) else {k: [str(v) for v in vs] for k, vs in axes.items()}
     cells, runs = plan(config, axes, seeds, out, zipped, overrides)
     _write_study_file(out, config, axes, cells, seeds, zipped)
-    for r in runs:  # killed before its scenario was written: nothing to keep
+    for r in runs:
         if not r.finished and not r.interrupted and r.run_dir.exists():
-            shutil.rmtree(r.run_dir)
+            shutil.rmtree(r.run_dir)  # killed before its scenario was written: nothing to keep
+        elif r.interrupted or r.finished:
+            if (r.run_dir / "resolved.toml").read_text() != r.scenario.to_toml():
+                raise ConfigError(f"{r.run_dir} was run with another scenario than this sweep's cell "
+                                  f"(the config or its overrides changed); choose another --out")
     for resume in (True, False):
-        todo = [r for r in runs if not r.finished and r.interrupted == resume]
-        groups: dict[int, list[PlannedRun]] = defaultdict(list)
-        for r in todo:  # one runtime per number of clients
-            groups[r.scenario.data.num_clients].append(r)
+        todo = [r for r in runs if not r.finished and not r.failed and r.interrupted == resume]
+        groups: dict[tuple, list[PlannedRun]] = defaultdict(list)
+        for r in todo:  # one runtime per client count and runtime settings
+            rt = r.scenario.runtime
+            groups[(r.scenario.data.num_clients, rt.engine, rt.num_cpus, rt.num_gpus, rt.address)].append(r)
         for group in groups.values():
-            run_many([r.scenario for r in group], [r.run_dir for r in group], engine, progress, verbose,
-                     resume=resume)
+            try:
+                run_many([r.scenario for r in group], [r.run_dir for r in group], engine, progress, verbose,
+                         resume=resume)
+            except (ClientFailure, DivergenceError, RunsFailed) as err:
+                failures = err.failures if isinstance(err, RunsFailed) else [(str(group[0].run_dir), err)]
+                for out_dir, why in failures:
+                    (Path(out_dir) / FAILED_FILE).write_text(f"{type(why).__name__}: {why}\n")
     from fedforget.runner import _report
 
     for r in runs:
-        if not (r.run_dir / "report.html").exists():
+        if r.finished and not (r.run_dir / "report.html").exists():
             _report(r.run_dir)
     table = study_table(out)
     atomic_write_parquet(out / STUDY_TABLE, table)

@@ -134,3 +134,17 @@ def test_a_run_killed_before_its_scenario_was_written_is_started_afresh(tmp_path
     table = fedforget.sweep(config, ["train.lr=0.1"], out=out, engine="inline")
     assert (torn / "events.jsonl").is_file() and not (torn / "resolved.toml.tmp").exists()
     assert set(table.seed) == {3}
+
+
+def test_a_failing_cell_does_not_stop_the_sweep_and_is_not_rerun(tmp_path):
+    config, out = _config(tmp_path), tmp_path / "study"
+    table = fedforget.sweep(config, ["train.lr=1e30,0.1"], out=out, engine="inline")
+    failed = out / "cell-000" / "seed-3" / "failed.txt"
+    assert "diverged" in failed.read_text()
+    assert set(table["train.lr"]) == {"0.1"}  # the other cell ran
+    mtime = failed.stat().st_mtime_ns
+    fedforget.sweep(config, ["train.lr=1e30,0.1"], out=out, engine="inline")
+    assert failed.stat().st_mtime_ns == mtime  # not retried
+    config.write_text(config.read_text().replace("rounds = 4", "rounds = 3"))
+    with pytest.raises(ConfigError, match="another scenario than this sweep's cell"):
+        fedforget.sweep(config, ["train.lr=1e30,0.1"], out=out, engine="inline")

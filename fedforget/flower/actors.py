@@ -73,6 +73,8 @@ class ActorGrid(InlineGrid):
         if num_gpus > 0:
             slots = min(slots, int(res.get("GPU", 0) // num_gpus))
         if slots < 1:
+            if self._owns_ray:
+                ray.shutdown()
             raise RuntimeError(f"the Ray cluster ({res}) cannot host one client with "
                                f"num_cpus={num_cpus}, num_gpus={num_gpus}")
         worker_cls = ray.remote(_ClientWorker).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=2)

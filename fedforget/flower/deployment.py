@@ -39,16 +39,22 @@ def flwr_home() -> Path:
 
 
 def _pids_with(*needles: str) -> list[int]:
-    """Processes whose command line contains every needle (Linux /proc)."""
+    """Processes whose command line contains every needle (Linux /proc); a
+    needle of several words must match consecutive arguments exactly."""
     pids = []
     for entry in Path("/proc").glob("[0-9]*"):
         try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if all(n in cmd for n in needles):
+        cmd = " ".join(argv)
+        if all((n in cmd) if " " not in n else _has_args(argv, n.split()) for n in needles):
             pids.append(int(entry.name))
     return pids
+
+
+def _has_args(argv: list[str], words: list[str]) -> bool:
+    return any(argv[i : i + len(words)] == words for i in range(len(argv)))
 
 
 def stop_local_superlink(home: Path | None = None, timeout_s: float = 15.0) -> list[int]:
@@ -66,9 +72,12 @@ def stop_local_superlink(home: Path | None = None, timeout_s: float = 15.0) -> l
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
         time.sleep(0.2)
-    for pid in pids:
-        if Path(f"/proc/{pid}").exists():
+    pids_left = [p for p in pids if Path(f"/proc/{p}").exists()]
+    for pid in pids_left:
+        try:
             os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:  # exited meanwhile
+            pass
     return pids
 
 
@@ -98,10 +107,11 @@ def flwr_run(
     ``stop_superlink``: stop the local SuperLink afterwards; by default only if
     this call started it.
     """
-    from fedforget.runner import default_out
+    from fedforget.runner import check_out_dir, default_out
 
     sc = load_scenario(config, list(overrides or []))
     out = Path(out or default_out(sc)).resolve()
+    check_out_dir(out)
     app_dir = Path(app_dir).resolve()
     if not (app_dir / "pyproject.toml").exists():
         raise FileNotFoundError(f"{app_dir} has no pyproject.toml (the Flower app); run from the fedforget checkout")

@@ -356,7 +356,7 @@ class ScenarioRun:
         for key, value in (("steps", ref.steps), ("bytes", ref.bytes), ("wall_s", ref.wall_s)):
             self.writer.metric(RETRAIN, rnd, None, f"retrain_{key}_to_event", value)
         speedups = {}
-        for name in self.methods:
+        for name in (n for n in self.methods if self.arms[n].live):
             cost = self.step_costs.get((name, rnd), CostRecord())
             speedups[name] = {
                 "speedup_steps": _speedup(ref.steps, cost.client_steps),
@@ -400,6 +400,9 @@ class ScenarioRun:
             if job.arm in self.arms:
                 self._apply(self.arms[job.arm], job, res, rnd)
             else:
+                if res.diverged:  # the oracle's own model: nothing to mark, the audit would be void
+                    raise DivergenceError(f"the oracle's reference training {job.arm!r} diverged in round {rnd}: "
+                                          f"{res.diverged}")
                 run, _ = self.references[job.arm]
                 self.references[job.arm] = (run, res.state)
 

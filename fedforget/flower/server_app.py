@@ -19,6 +19,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedforget.config import Scenario
 from fedforget.flower.client_app import scenario_from_context
 from fedforget.flower.scenario_run import ProgressFn, ScenarioRun
+from fedforget.flower.strategy import ClientFailure, DivergenceError, RunsFailed
 from fedforget.results import CHECKPOINT, RunWriter
 
 
@@ -93,9 +94,17 @@ def make_server_app(
 
             write_report(out)
             return
+        failures = []
         for i, sc in enumerate(scenarios):
             out = out_dirs[i] if out_dirs else default_out_dir(sc)
-            run_scenario(grid, sc, out, progress(i) if progress else None, scenario_index=i, resume=resume)
+            try:
+                run_scenario(grid, sc, out, progress(i) if progress else None, scenario_index=i, resume=resume)
+            except (ClientFailure, DivergenceError) as err:
+                if len(scenarios) == 1:
+                    raise
+                failures.append((str(out), err))  # the other scenarios still run
+        if failures:
+            raise RunsFailed(failures)
 
     return app
 

@@ -29,6 +29,17 @@ class DivergenceError(RuntimeError):
     rather than report NaN metrics as results."""
 
 
+class RunsFailed(RuntimeError):
+    """Some of several scenarios run in one runtime failed (the others ran).
+
+    ``failures``: (run directory, error) of each failed run."""
+
+    def __init__(self, failures: list[tuple[str, BaseException]]) -> None:
+        self.failures = failures
+        super().__init__(f"{len(failures)} run(s) failed: "
+                         + "; ".join(f"{out}: {err}" for out, err in failures))
+
+
 class FedForgetStrategy(FedAvg):
     """Seeded FedAvg over virtual SuperNodes that are mapped to partition ids.
 
