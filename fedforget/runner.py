@@ -87,7 +87,7 @@ def run_many(
     if len(n) != 1:
         raise ValueError(f"scenarios in one runtime need the same num_clients, got {sorted(n)}")
     from fedforget.flower.client_app import make_client_app
-    from fedforget.flower.engines import run_actors, run_inline, run_ray
+    from fedforget.flower.engines import run_inline, run_on_ray
     from fedforget.flower.server_app import make_server_app
 
     _quiet(verbose)  # after importing flwr, which configures its logger on import
@@ -114,10 +114,8 @@ def run_many(
         rt = scenarios[0].runtime
         if engine == "inline":
             run_inline(server_app, client_app, num_nodes)
-        elif engine == "actors":
-            run_actors(server_app, client_app, num_nodes, rt.num_cpus, rt.num_gpus, rt.address, verbose)
         else:
-            run_ray(server_app, client_app, num_nodes, rt.num_cpus, rt.num_gpus, rt.address, verbose)
+            run_on_ray(engine, server_app, client_app, num_nodes, rt.num_cpus, rt.num_gpus, rt.address, verbose)
     finally:
         if bar:
             bar.stop()

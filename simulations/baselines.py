@@ -105,8 +105,8 @@ def plain_flower_apps(sc: Scenario):
 
 def plain_flower(sc: Scenario) -> list[float]:
     """The plain Flower app on Flower's Simulation Runtime (Ray)."""
-    from fedforget.flower.engines import run_ray
+    from fedforget.flower.engines import run_on_ray
 
     server_app, client_app, stamps = plain_flower_apps(sc)
-    run_ray(server_app, client_app, sc.data.num_clients, sc.runtime.num_cpus, sc.runtime.num_gpus)
+    run_on_ray("ray", server_app, client_app, sc.data.num_clients, sc.runtime.num_cpus, sc.runtime.num_gpus)
     return list(np.diff(stamps))

@@ -23,7 +23,8 @@ def run_inline(server_app: ServerApp, client_app: ClientApp, num_nodes: int) -> 
     server_app(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={}))
 
 
-def run_actors(
+def run_on_ray(
+    engine: str,
     server_app: ServerApp,
     client_app: ClientApp,
     num_nodes: int,
@@ -32,26 +33,17 @@ def run_actors(
     address: str = "",
     verbose: bool = False,
 ) -> None:
-    """Run the ClientApp on a pool of Ray actors (local, or a cluster at ``address``)."""
-    from fedforget.flower.actors import ActorGrid
+    """Run the apps on Ray: ``"actors"`` (our Grid over a pool of actors) or
+    ``"ray"`` (Flower's Simulation Runtime), locally or on the cluster at ``address``."""
+    if engine == "actors":
+        from fedforget.flower.actors import ActorGrid
 
-    grid = ActorGrid(client_app, num_nodes, num_cpus, num_gpus, address, verbose)
-    try:
-        server_app(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={}))
-    finally:
-        grid.shutdown()
-
-
-def run_ray(
-    server_app: ServerApp,
-    client_app: ClientApp,
-    num_nodes: int,
-    num_cpus: float,
-    num_gpus: float,
-    address: str = "",
-    verbose: bool = False,
-) -> None:
-    """Run the apps on Flower's Simulation Runtime (Ray)."""
+        grid = ActorGrid(client_app, num_nodes, num_cpus, num_gpus, address, verbose)
+        try:
+            server_app(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={}))
+        finally:
+            grid.shutdown()
+        return
     from flwr.simulation import run_simulation
 
     init_args: dict = {"logging_level": "DEBUG" if verbose else "ERROR", "log_to_driver": verbose}

@@ -119,6 +119,22 @@ def _loss_acc(model: nn.Module, x: Tensor, y: Tensor) -> tuple[float, float]:
     return float(F.cross_entropy(logits, y)), float((logits.argmax(dim=1) == y).float().mean())
 
 
+def _projected_ascent_step(model, opt, params, center, radius, xb, yb) -> tuple[float, float]:
+    """One ascent step, then the projection back into the ball; returns the
+    distances to the centre before and after the projection."""
+    opt.zero_grad(set_to_none=True)
+    F.cross_entropy(model(xb), yb).backward()
+    opt.step()
+    with torch.no_grad():
+        current = {k: p.detach() for k, p in params.items()}
+        before = float(_flat_distance(current, center))
+        projected = project_to_l2_ball(current, center, radius)
+        after = float(_flat_distance(projected, center))
+        for k, p in params.items():
+            p.copy_(projected[k])
+    return before, after
+
+
 def projected_gradient_ascent(
     model: nn.Module,
     x: Tensor,
@@ -188,16 +204,8 @@ def projected_gradient_ascent(
         perm = torch.randperm(x.shape[0], generator=gen)
         for start in range(0, x.shape[0], batch_size):
             idx = perm[start : start + batch_size].to(x.device)
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-            with torch.no_grad():
-                current = {k: p.detach() for k, p in params.items()}
-                max_unproj = max(max_unproj, float(_flat_distance(current, center)))
-                projected = project_to_l2_ball(current, center, radius)
-                max_dist = max(max_dist, float(_flat_distance(projected, center)))
-                for k, p in params.items():
-                    p.copy_(projected[k])
+            unprojected, projected = _projected_ascent_step(model, opt, params, center, radius, x[idx], y[idx])
+            max_unproj, max_dist = max(max_unproj, unprojected), max(max_dist, projected)
             samples += int(idx.numel())
             sgd_steps += 1
             if min_accuracy is not None and _loss_acc(model, x_val, y_val)[1] < min_accuracy:
