@@ -25,17 +25,11 @@ from pathlib import Path
 import pandas as pd
 
 from fedforget.config import ConfigError, Scenario, load_scenario, with_overrides
-from fedforget.results import atomic_write_bytes, atomic_write_parquet, read_events, read_metrics
+from fedforget.analysis.tables import STUDY_FILE, study_table
+from fedforget.results import atomic_write_bytes, atomic_write_parquet
 
-STUDY_FILE = "study.json"
 FAILED_FILE = "failed.txt"  # in a run directory: the run failed; reruns of the sweep skip it
 STUDY_TABLE = "study.parquet"
-#: Per-(arm, client) metrics the study table takes at the event and at the last round.
-CLIENT_METRICS = ("mia_auc", "fr", "fr_fixed_fpr", "forget_accuracy", "retain_accuracy", "client_mia_pvalue",
-                  "witness_accuracy")
-#: Per-arm metrics of the unlearning step (cost record, speed-ups), at the event round.
-STEP_METRICS = ("cost_wall_s", "cost_client_steps", "cost_bytes_up", "cost_bytes_down", "cost_rounds",
-                "speedup_steps", "speedup_bytes", "speedup_wall")
 
 
 def split_values(raw: str) -> list[str]:
@@ -193,46 +187,8 @@ def sweep(
             _report(r.run_dir)
     table = study_table(out)
     atomic_write_parquet(out / STUDY_TABLE, table)
-    from fedforget.study_report import write_study_report
+    from fedforget.report import write_study_report
 
     write_study_report(out)
     return table
 
-
-def _value(m: pd.DataFrame, arm: str, rnd: float, client, metric: str) -> float:
-    sel = m[(m.arm == arm) & (m["round"] == rnd) & (m.metric == metric)]
-    sel = sel[sel.client.isna()] if client is None else sel[sel.client == client]
-    return float(sel.value.iloc[0]) if len(sel) else float("nan")
-
-
-def study_table(out: str | Path) -> pd.DataFrame:
-    """One row per (cell, seed, arm, forgetting client) of a study directory's
-    finished runs: the swept values, metrics right after the unlearning step
-    (``event_*``) and at the last round (``final_*``), the step's cost record
-    and speed-ups."""
-    out = Path(out)
-    spec = json.loads((out / STUDY_FILE).read_text())
-    rows = []
-    for cell in spec["cells"]:
-        for run_dir in sorted((out / cell["dir"]).glob("seed-*")):
-            if not (run_dir / "events.jsonl").is_file():
-                continue
-            m = read_metrics(run_dir)
-            seed = int(run_dir.name.split("-", 1)[1])
-            last = float(m["round"].max())
-            events = [e for e in read_events(run_dir) if e["event"] in ("withdraw", "delete")]
-            for ev in events:
-                t = int(ev["round"])
-                for client in ev["clients"]:
-                    for arm in sorted(set(m.arm)):
-                        row = {"cell": cell["cell"], **cell["values"], "seed": seed, "arm": arm, "client": client,
-                               "event_round": t}
-                        for k in CLIENT_METRICS:
-                            row[f"event_{k}"] = _value(m, arm, t - 0.5, client, k)
-                            row[f"final_{k}"] = _value(m, arm, last, client, k)
-                        row["final_test_accuracy"] = _value(m, arm, last, None, "test_accuracy")
-                        for k in STEP_METRICS:
-                            row[k] = _value(m, arm, t, None, k)
-                        rows.append(row)
-    df = pd.DataFrame(rows)
-    return df.dropna(axis=1, how="all") if not df.empty else df

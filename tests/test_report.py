@@ -17,7 +17,9 @@ import pytest
 
 os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
 
-from fedforget.report import _frontier_points, load_study, t_interval, write_report  # noqa: E402
+from fedforget.analysis import load_study, t_interval  # noqa: E402
+from fedforget.analysis.outcomes import frontier_points  # noqa: E402
+from fedforget.report import write_report  # noqa: E402
 
 METHODS = ("forsaken", "pga", "none")
 ORACLE_KEYS = (
@@ -565,7 +567,7 @@ def drop_speedups(run: Path) -> None:
 
 def test_frontier_points_exact_values(tmp_path):
     run = make_fake_run(tmp_path / "run", seed=0)
-    pts = _frontier_points(load_study(run), 2, 4)
+    pts = frontier_points(load_study(run), 2, 4)
     assert list(pts.columns) == ["run", "arm", "speedup_steps", "speedup_wall", "auc_gap"]
     assert list(pts.arm) == list(METHODS) and set(pts.run) == {0}  # methods only; retrain is the reference
     by_arm = pts.set_index("arm")
@@ -582,7 +584,7 @@ def test_frontier_points_exact_values(tmp_path):
     root = tmp_path / "multi"
     for s in range(3):
         make_fake_run(root / f"seed-{s}", seed=s)
-    multi = _frontier_points(load_study(root), 2, 4)
+    multi = frontier_points(load_study(root), 2, 4)
     assert len(multi) == 3 * len(METHODS) and sorted(set(multi.run)) == [0, 1, 2]
     seed1 = multi[multi.run == 1].set_index("arm")
     ref1 = metric_value(root / "seed-1", "retrain", 3.5, 2, "mia_auc")

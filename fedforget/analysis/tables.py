@@ -14,10 +14,12 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from fedforget.analysis.stats import across
 from fedforget.results import read_events, read_metrics
+
+STUDY_FILE = "study.json"  # a sweep study directory: axes, cells, seeds
 
 #: What every metric means (the data dictionary of exports).
 METRICS: dict[str, str] = {
@@ -157,23 +159,10 @@ class Results:
         return ax
 
 
-def across(df: pd.DataFrame, column: str, keys: list[str]) -> pd.DataFrame:
-    """Mean, 95% t-interval (NaN with one value) and count of ``column`` per ``keys``."""
-    from scipy import stats
-
-    def summary(x: pd.Series) -> pd.Series:
-        x = x.dropna()
-        n, mean = len(x), float(x.mean()) if len(x) else float("nan")
-        half = float(stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-        return pd.Series({"mean": mean, "lo": mean - half, "hi": mean + half, "n": n})
-
-    return df.groupby(keys)[column].apply(summary).unstack().reset_index()
-
-
 def _run_dirs(root: Path) -> tuple[str, list[tuple[dict, Path]]]:
     """The kind of directory and its finished runs with their identifiers."""
-    if (root / "study.json").is_file():
-        spec = json.loads((root / "study.json").read_text())
+    if (root / STUDY_FILE).is_file():
+        spec = json.loads((root / STUDY_FILE).read_text())
         return "study", [({"cell": c["cell"], **c["values"], "seed": int(d.name.split("-", 1)[1])}, d)
                          for c in spec["cells"] for d in sorted((root / c["dir"]).glob("seed-*"))
                          if (d / "events.jsonl").is_file()]
@@ -214,7 +203,7 @@ def load(path: str | Path, scores: bool = False) -> Results:
         scenarios.append({**ids, "run_dir": str(d), **_flat(_scenario(d))})
         if scores and (d / "scores.parquet").is_file():
             score_frames.append(pd.read_parquet(d / "scores.parquet").assign(**ids))
-    swept = list(json.loads((root / "study.json").read_text())["axes"]) if kind == "study" else []
+    swept = list(json.loads((root / STUDY_FILE).read_text())["axes"]) if kind == "study" else []
     first = [c for c in runs[0][0]]
     order = lambda df: df[first + [c for c in df.columns if c not in first]]  # noqa: E731
     return Results(
@@ -254,3 +243,72 @@ def export(path: str | Path, fmt: str = "csv", out: str | Path | None = None) ->
             target.write_text(json.dumps(records, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
         written.append(target)
     return written
+
+
+#: Per-(arm, client) metrics the study table takes at the event and at the last round.
+CLIENT_METRICS = ("mia_auc", "fr", "fr_fixed_fpr", "forget_accuracy", "retain_accuracy", "client_mia_pvalue",
+                  "witness_accuracy")
+#: Per-arm metrics of the unlearning step (cost record, speed-ups), at the event round.
+STEP_METRICS = ("cost_wall_s", "cost_client_steps", "cost_bytes_up", "cost_bytes_down", "cost_rounds",
+                "speedup_steps", "speedup_bytes", "speedup_wall")
+
+
+def _value(m: pd.DataFrame, arm: str, rnd: float, client, metric: str) -> float:
+    sel = m[(m.arm == arm) & (m["round"] == rnd) & (m.metric == metric)]
+    sel = sel[sel.client.isna()] if client is None else sel[sel.client == client]
+    return float(sel.value.iloc[0]) if len(sel) else float("nan")
+
+
+def study_table(out: str | Path) -> pd.DataFrame:
+    """One row per (cell, seed, arm, forgetting client) of a study directory's
+    finished runs: the swept values, metrics right after the unlearning step
+    (``event_*``) and at the last round (``final_*``), the step's cost record
+    and speed-ups."""
+    out = Path(out)
+    spec = json.loads((out / STUDY_FILE).read_text())
+    rows = []
+    for cell in spec["cells"]:
+        for run_dir in sorted((out / cell["dir"]).glob("seed-*")):
+            if not (run_dir / "events.jsonl").is_file():
+                continue
+            m = read_metrics(run_dir)
+            seed = int(run_dir.name.split("-", 1)[1])
+            last = float(m["round"].max())
+            events = [e for e in read_events(run_dir) if e["event"] in ("withdraw", "delete")]
+            for ev in events:
+                t = int(ev["round"])
+                for client in ev["clients"]:
+                    for arm in sorted(set(m.arm)):
+                        row = {"cell": cell["cell"], **cell["values"], "seed": seed, "arm": arm, "client": client,
+                               "event_round": t}
+                        for k in CLIENT_METRICS:
+                            row[f"event_{k}"] = _value(m, arm, t - 0.5, client, k)
+                            row[f"final_{k}"] = _value(m, arm, last, client, k)
+                        row["final_test_accuracy"] = _value(m, arm, last, None, "test_accuracy")
+                        for k in STEP_METRICS:
+                            row[k] = _value(m, arm, t, None, k)
+                        rows.append(row)
+    df = pd.DataFrame(rows)
+    return df.dropna(axis=1, how="all") if not df.empty else df
+
+
+#: Study-table columns compared with retrain (gap = method minus retrain), with their titles.
+GAPS = [
+    ("final_mia_auc", "MIA AUC gap to retrain (last round)"),
+    ("event_mia_auc", "MIA AUC gap to retrain (after the step)"),
+    ("final_fr", "FR gap to retrain (last round)"),
+    ("final_forget_accuracy", "forget accuracy gap to retrain"),
+    ("final_test_accuracy", "test accuracy gap to retrain"),
+]
+
+
+def gaps(table: pd.DataFrame) -> pd.DataFrame:
+    """Each method row's metrics minus retrain's on the same cell, seed and client."""
+    keys = ["cell", "seed", "client"]
+    ref = table[table.arm == "retrain"].set_index(keys)
+    methods = table[~table.arm.isin(["retrain", "original"])].copy()
+    idx = pd.MultiIndex.from_frame(methods[keys])
+    for col, _ in GAPS:
+        if col in table:
+            methods[f"gap_{col}"] = methods[col].to_numpy() - ref[col].reindex(idx).to_numpy()
+    return methods

@@ -16,30 +16,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from fedforget.analysis import across
-from fedforget.report import CSS, SCRIPT, _figure, _note, _png_uri, _table, esc
-from fedforget.sweep import STUDY_FILE, study_table
-
-#: (study-table column, title, what a gap means); gaps are method minus retrain.
-GAPS = [
-    ("final_mia_auc", "MIA AUC gap to retrain (last round)"),
-    ("event_mia_auc", "MIA AUC gap to retrain (after the step)"),
-    ("final_fr", "FR gap to retrain (last round)"),
-    ("final_forget_accuracy", "forget accuracy gap to retrain"),
-    ("final_test_accuracy", "test accuracy gap to retrain"),
-]
-
-
-def gaps(table: pd.DataFrame) -> pd.DataFrame:
-    """Each method row's metrics minus retrain's on the same cell, seed and client."""
-    keys = ["cell", "seed", "client"]
-    ref = table[table.arm == "retrain"].set_index(keys)
-    methods = table[~table.arm.isin(["retrain", "original"])].copy()
-    idx = pd.MultiIndex.from_frame(methods[keys])
-    for col, _ in GAPS:
-        if col in table:
-            methods[f"gap_{col}"] = methods[col].to_numpy() - ref[col].reindex(idx).to_numpy()
-    return methods
+from fedforget.analysis.stats import across
+from fedforget.analysis.tables import GAPS, STUDY_FILE, gaps, study_table
+from fedforget.report.figures import png_uri
+from fedforget.report.html import CSS, SCRIPT, esc, figure_html, note_html, table_html
 
 
 def _key_figure(g: pd.DataFrame, key: str, order: list[str]) -> str:
@@ -66,7 +46,7 @@ def _key_figure(g: pd.DataFrame, key: str, order: list[str]) -> str:
     fig.axes[-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     caption = (f"Each method against {key}: mean over seeds, cells with that value and forgetting clients, "
                "with 95% t-intervals; dashed line: retrain (gap 0). Speed-ups of zero-cost steps (∞) are left out.")
-    return _figure(_png_uri(fig), f"gaps to retrain against {key}", caption)
+    return figure_html(png_uri(fig), f"gaps to retrain against {key}", caption)
 
 
 def _estimate(s: pd.DataFrame, col: str) -> str:
@@ -79,12 +59,12 @@ def render_study_report(root: str | Path) -> str:
     spec = json.loads((root / STUDY_FILE).read_text())
     table = study_table(root)
     parts = [f"<h1>fedforget study: {esc(str(spec['config']))}</h1>",
-             _note(f"{len(spec['cells'])} cells × {spec['seeds']} seed(s); swept: "
+             note_html(f"{len(spec['cells'])} cells × {spec['seeds']} seed(s); swept: "
                    + "; ".join(f"{k} ∈ {{{', '.join(v)}}}" for k, v in spec["axes"].items())
                    + (" (zipped)" if spec["zip"] else ""))]
     g = gaps(table) if not table.empty else table
     if g.empty:
-        parts.append(_note("No finished run with an unlearning method and event yet: nothing to compare.", "warn"))
+        parts.append(note_html("No finished run with an unlearning method and event yet: nothing to compare.", "warn"))
     else:
         for key, values in spec["axes"].items():
             parts.append(f"<h2>{esc(key)}</h2>" + _key_figure(g, key, values))
@@ -94,7 +74,7 @@ def render_study_report(root: str | Path) -> str:
             free = np.isinf(s.speedup_steps).all()  # a step that cost nothing
             texts.append("∞" if free else _estimate(s.replace([np.inf], np.nan), "speedup_steps"))
             rows.append([cell, *(s.iloc[0][k] for k in spec["axes"]), arm, *texts, len(s)])
-        parts.append("<h2>By cell</h2>" + _table(
+        parts.append("<h2>By cell</h2>" + table_html(
             ["cell", *spec["axes"], "method", "AUC gap (last round)", "FR gap (last round)", "speed-up (steps)", "n"],
             rows))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>fedforget study</title>"

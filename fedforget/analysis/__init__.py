@@ -1,0 +1,20 @@
+"""Loading and statistics: everything that reads a run, a multi-seed directory
+or a sweep study back and computes the numbers reports show.
+
+- :mod:`~fedforget.analysis.tables`: ``load(path)`` -> :class:`Results` (tidy
+  pandas tables with helpers), exports, the study table and the data dictionary.
+- :mod:`~fedforget.analysis.runs`: :class:`Run` / :class:`Study` (``load_run``,
+  ``load_study``), one report's runs with per-arm, round and client estimates.
+- :mod:`~fedforget.analysis.stats`: :class:`Estimate`, t-intervals, ``across``.
+- :mod:`~fedforget.analysis.outcomes`: a withdrawn client's outcome values, ROC
+  points and the cost–forgetting frontier's coordinates.
+
+Figures and HTML live in :mod:`fedforget.report`, built on these.
+"""
+
+from fedforget.analysis.runs import Run, Study, load_run, load_study
+from fedforget.analysis.stats import Estimate, across, t_interval
+from fedforget.analysis.tables import METRICS, Results, data_dictionary, export, load, study_table
+
+__all__ = ["METRICS", "Estimate", "Results", "Run", "Study", "across", "data_dictionary", "export", "load",
+           "load_run", "load_study", "study_table", "t_interval"]
