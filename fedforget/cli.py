@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides.append("runtime.keep_checkpoints=true")
     if args.engine:
         overrides.append(f"runtime.engine={args.engine}")
+    overrides += _track_overrides(args)
     if args.seeds < 1:
         print("error: --seeds must be >= 1", file=sys.stderr)
         return EXIT_CONFIG
@@ -47,6 +49,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     return _guarded(action, f" (run directory {args.out or 'runs/...'} holds events.jsonl.partial; "
                             "`fedforget resume` continues it from its last complete round)")
+
+
+def _track_overrides(args: argparse.Namespace) -> list[str]:
+    """``--track NAME`` (repeatable) as the ``tracking.backends`` override."""
+    return [f"tracking.backends={json.dumps(sorted(set(args.track)))}"] if args.track else []
 
 
 def _run_and_print(sc, out: Path, args: argparse.Namespace) -> int:
@@ -90,8 +97,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from fedforget.sweep import STUDY_TABLE, sweep
 
     def action() -> int:
-        table = sweep(args.config, args.axes, args.seeds, args.out, args.zip, engine=args.engine,
-                      progress=not args.no_progress, verbose=args.verbose)
+        table = sweep(args.config, args.axes, args.seeds, args.out, args.zip, overrides=_track_overrides(args),
+                      engine=args.engine, progress=not args.no_progress, verbose=args.verbose)
         print(f"study directory: {args.out}  ({len(table)} rows in {Path(args.out) / STUDY_TABLE})")
         return 0
 
@@ -175,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--verbose", action="store_true", help="show Ray and Flower logs")
     r.add_argument("--seeds", type=int, default=1, help="run N seeds (seed, seed+1, ...) in one runtime")
     r.add_argument("--keep-checkpoints", action="store_true", help="keep checkpoint.pt when the run succeeds")
+    r.add_argument("--track", action="append", choices=["tensorboard", "mlflow"],
+                   help="log metrics live to TensorBoard / MLflow (repeatable; sets tracking.backends)")
     r.set_defaults(func=_cmd_run)
     fr = sub.add_parser(
         "flwr-run", help="run a scenario through `flwr run` (local SuperLink, one SuperNode per client)"
@@ -199,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--engine", choices=["ray", "actors", "inline"], help="override runtime.engine")
     sw.add_argument("--no-progress", action="store_true", help="no progress bar")
     sw.add_argument("--verbose", action="store_true", help="show Ray and Flower logs")
+    sw.add_argument("--track", action="append", choices=["tensorboard", "mlflow"],
+                    help="log metrics live to TensorBoard / MLflow (repeatable; sets tracking.backends)")
     sw.set_defaults(func=_cmd_sweep)
     ex = sub.add_parser("export", help="write a run's, seeds' or study's tidy tables as CSV or JSON")
     ex.add_argument("dir")

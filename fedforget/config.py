@@ -8,6 +8,7 @@ typed by the schema.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -153,6 +154,23 @@ class RuntimeConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+class TrackingConfig(_Section):
+    """Live logging of every metric row to experiment trackers (off by default).
+
+    ``tensorboard``: event files under ``tensorboard_dir`` (default
+    ``<run dir>/tensorboard``), one TensorBoard run per arm. ``mlflow``: an
+    MLflow run per fedforget run with one nested run per arm, in the store at
+    ``mlflow_uri`` (default ``$MLFLOW_TRACKING_URI``, else the local file store
+    ``./mlruns``). Each needs its optional extra: ``fedforget[tensorboard]``,
+    ``fedforget[mlflow]``.
+    """
+
+    backends: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list)
+    tensorboard_dir: str = Field("", description="TensorBoard log directory ('' = <run dir>/tensorboard)")
+    mlflow_uri: str = Field("", description="MLflow tracking URI ('' = $MLFLOW_TRACKING_URI, else file:./mlruns)")
+    mlflow_experiment: str = Field("", description="MLflow experiment ('' = the scenario's name)")
+
+
 class Event(_Section):
     """Something that happens to one or more clients at the start of a round.
 
@@ -274,6 +292,7 @@ class Scenario(_Section):
     events: list[Event] = Field(default_factory=list)
     unlearning: UnlearningConfig = UnlearningConfig()
     oracle: OracleConfig = OracleConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")
     def _check_events(self) -> Scenario:
@@ -316,6 +335,17 @@ class Scenario(_Section):
     def forgetting_clients(self) -> list[int]:
         """Clients with data to forget (any event)."""
         return [c for ev in self.events for c in ev.client_ids]
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested scenario dict as dotted keys (``train.lr``); lists as JSON text."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = json.dumps(v) if isinstance(v, list) else v
+    return out
 
 
 def _drop_none(obj: Any) -> Any:

@@ -12,11 +12,21 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
 METRIC_COLUMNS = ["arm", "round", "client", "metric", "value"]
+
+
+class MetricRow(NamedTuple):
+    """One row of ``metrics.parquet``; ``client`` None for global metrics."""
+
+    arm: str
+    round: float
+    client: int | None
+    metric: str
+    value: float
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -54,20 +64,26 @@ class RunWriter:
 
     ``snapshot``: continue a run from a checkpoint's writer snapshot instead of
     starting one (the events written after it are dropped; they will be redone).
+    ``trackers``: sinks (``log(rows)``, ``state()``, ``close(ok)``, see
+    :mod:`fedforget.tracking`) that :meth:`track` sends the new rows to.
     """
 
-    def __init__(self, out_dir: str | Path, resolved_toml: str, snapshot: dict | None = None) -> None:
+    def __init__(self, out_dir: str | Path, resolved_toml: str, snapshot: dict | None = None,
+                 trackers: dict[str, Any] | None = None) -> None:
         self.dir = Path(out_dir)
         self._events_tmp = self.dir / "events.jsonl.partial"
-        self.rows: list[tuple] = []
+        self.rows: list[MetricRow] = []
         self.score_frames: list[pd.DataFrame] = []
         self.tables: dict[str, pd.DataFrame] = {}
+        self.trackers = trackers or {}
+        self._tracked = 0  # rows already sent to the trackers
         if snapshot is not None:
             self._events = open(self._events_tmp, "r+")
             self._events.truncate(snapshot["events_bytes"])
             self._events.seek(snapshot["events_bytes"])
             self._t0 = time.time() - snapshot["elapsed_s"]
             self.rows, self.tables = list(snapshot["rows"]), dict(snapshot["tables"])
+            self._tracked = snapshot.get("tracked", len(self.rows))
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         for stale in ("metrics.parquet", "scores.parquet", "splits.parquet", "events.jsonl", "report.html", CHECKPOINT):
@@ -80,7 +96,8 @@ class RunWriter:
         """What a checkpoint needs to continue this writer."""
         self._events.flush()
         return {"events_bytes": self._events.tell(), "elapsed_s": time.time() - self._t0,
-                "rows": list(self.rows), "tables": dict(self.tables)}
+                "rows": list(self.rows), "tables": dict(self.tables), "tracked": self._tracked,
+                "trackers": {name: tr.state() for name, tr in self.trackers.items()}}
 
     def event(self, _name: str, /, **fields: Any) -> None:
         rec = {"t": round(time.time() - self._t0, 4), "event": _name, **_jsonable(fields)}
@@ -90,7 +107,15 @@ class RunWriter:
     def metric(self, arm: str, rnd: float, client: int | None, metric: str, value: float) -> None:
         """One row. ``rnd`` is a round label: ``r`` after round r's training,
         ``t - 0.5`` right after the unlearning step of an event at round t."""
-        self.rows.append((arm, float(rnd), client, metric, float(value)))
+        self.rows.append(MetricRow(arm, float(rnd), client, metric, float(value)))
+
+    def track(self) -> None:
+        """Send the rows added since the last call to the trackers."""
+        new = self.rows[self._tracked:]
+        if new:
+            for tracker in self.trackers.values():
+                tracker.log(new)
+        self._tracked = len(self.rows)
 
     def table(self, name: str, df: pd.DataFrame) -> None:
         """Another table of the run directory (``<name>.parquet``), written at the end."""
@@ -109,6 +134,12 @@ class RunWriter:
         partial events log (for debugging) and no table."""
         self.event("run_end", ok=ok)
         self._events.close()
+        try:
+            if ok:
+                self.track()
+        finally:
+            for tracker in self.trackers.values():
+                tracker.close(ok)
         if not ok:
             return
         atomic_write_parquet(self.dir / "metrics.parquet", self.metrics_frame())

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from fedforget.config import Scenario, load_scenario, with_overrides
+from fedforget.progress import progress_bar
 from fedforget.results import CHECKPOINT, read_metrics
 
 ENGINES = ("ray", "actors", "inline")
@@ -98,13 +99,16 @@ def run_many(
 
     for o in outs:
         check_resumable(Path(o)) if resume else check_out_dir(Path(o))
+    from fedforget.tracking import check_available
+
     for sc in scenarios:
+        check_available(sc.tracking.backends)
         try:
             federated_data_for(sc)
         except ValueError as err:  # e.g. more clients than samples, a bad witness label
             raise ConfigError(f"<{sc.name}>: data: {err}") from None
 
-    bar = _ProgressBar(scenarios) if progress else None
+    bar = progress_bar(scenarios) if progress else None
     client_app = make_client_app(list(scenarios))
     server_app = make_server_app(list(scenarios), [Path(o) for o in outs], bar.callback if bar else None, resume)
     num_nodes = scenarios[0].data.num_clients
@@ -227,35 +231,3 @@ def _report(run_dir: Path) -> None:
     from fedforget.report import write_report
 
     write_report(run_dir)
-
-
-class _ProgressBar:
-    """A rich progress bar over rounds showing each arm's test accuracy."""
-
-    def __init__(self, scenarios: list[Scenario]) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[acc]}"),
-        )
-        self.tasks = [
-            self.progress.add_task(f"{s.name} (seed {s.seed})", total=s.train.rounds, acc="starting runtime")
-            for s in scenarios
-        ]
-
-    def start(self) -> None:
-        self.progress.start()
-
-    def stop(self) -> None:
-        self.progress.stop()
-
-    def callback(self, i: int):
-        def cb(rnd: int, accs: dict[str, float]) -> None:
-            shown = "  ".join(f"{a} {v:.3f}" for a, v in accs.items())
-            self.progress.update(self.tasks[i], completed=rnd, acc=f"test acc: {shown}")
-
-        return cb

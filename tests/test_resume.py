@@ -54,11 +54,11 @@ def _events_so_far(run_dir: Path) -> list[dict]:
     return out
 
 
-def _kill_when(config: Path, out: Path, marker) -> None:
+def _kill_when(config: Path, out: Path, marker, *extra: str) -> None:
     """Start a run in a subprocess and SIGKILL it as soon as ``marker(events)``."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "fedforget", "run", str(config), "--engine", "inline", "--no-progress",
-         "--out", str(out)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+         "--out", str(out), *extra], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:
@@ -99,6 +99,31 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(setup, point):
     pd.testing.assert_frame_equal(a, b)
     assert not (out / "checkpoint.pt").exists()  # removed on success
     assert (out / "events.jsonl").is_file() and (out / "report.html").is_file()
+
+
+def test_resumed_tensorboard_log_equals_the_run_directory(setup):
+    """Killed in the prefix with a value logged past its checkpoint (planted
+    here: a kill between logging and checkpointing is too narrow to hit): the
+    resumed run's event files read back (TensorBoard's reader) equal its
+    metrics.parquet, the planted value discarded."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from tests.conftest import TIMED_METRICS
+    from tests.test_tracking import _assert_close, _expected, _scalars
+
+    root, config, reference = setup
+    out = root / "tracked"
+    _kill_when(config, out, KILL_POINTS["during the prefix"], "--track", "tensorboard")
+    with SummaryWriter(str(out / "tensorboard" / "original")) as stale:
+        stale.add_scalar("global/test_accuracy", 99.0, 4)
+    resumed = fedforget.resume(out)
+    metrics = resumed.metrics[~resumed.metrics.metric.isin(TIMED_METRICS)]
+    for arm in sorted(metrics.arm.unique()):
+        got = _scalars(out / "tensorboard" / arm)
+        want = _expected(metrics, arm)
+        _assert_close({k: got[k] for k in want}, want, rel=1e-6)
+        timed = {k for k in got if k not in want}
+        assert all(k[0].rsplit("/", 1)[-1] in TIMED_METRICS for k in timed)
 
 
 def test_resume_refuses_what_it_cannot_continue(setup, tmp_path, capsys):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from fedforget.analysis.stats import across
+from fedforget.config import flatten
 from fedforget.results import read_events, read_metrics
 
 STUDY_FILE = "study.json"  # a sweep study directory: axes, cells, seeds
@@ -178,17 +179,6 @@ def _scenario(run_dir: Path) -> dict:
     return tomllib.loads((run_dir / "resolved.toml").read_text())
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = json.dumps(v) if isinstance(v, list) else v
-    return out
-
-
 def load(path: str | Path, scores: bool = False) -> Results:
     """Tidy tables of a run directory, a multi-seed directory or a sweep study."""
     root = Path(path)
@@ -200,7 +190,7 @@ def load(path: str | Path, scores: bool = False) -> Results:
         metrics.append(read_metrics(d).assign(**ids))
         events.append(pd.DataFrame([{**ids, **{k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
                                                for k, v in e.items()}} for e in read_events(d)]))
-        scenarios.append({**ids, "run_dir": str(d), **_flat(_scenario(d))})
+        scenarios.append({**ids, "run_dir": str(d), **flatten(_scenario(d))})
         if scores and (d / "scores.parquet").is_file():
             score_frames.append(pd.read_parquet(d / "scores.parquet").assign(**ids))
     swept = list(json.loads((root / STUDY_FILE).read_text())["axes"]) if kind == "study" else []

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,12 +47,12 @@ from fedforget.flower.strategy import DivergenceError
 from fedforget.models import build_model
 from fedforget.oracle.audit import MembershipAudit, over_unlearning_rows
 from fedforget.oracle.reference import ReferenceRun
+from fedforget.progress import ProgressFn
 from fedforget.results import CHECKPOINT, RunWriter
 from fedforget.schedule import ORIGINAL, RETRAIN, Arm, derive_seed, initial_arms
 from fedforget.training import evaluate
 from fedforget.unlearning import CostRecord, HistoryEntry, UnlearningMethod, get_method, method_params
 
-ProgressFn = Callable[[int, dict[str, float]], None]
 State = dict[str, torch.Tensor]
 
 
@@ -185,6 +184,7 @@ class ScenarioRun:
                 self.event(rnd)
             self.train_round(rnd)
             accs = self.audit(rnd)
+            self.writer.track()  # before the checkpoint, which records what the trackers have
             self.checkpoint(rnd)
             if self.progress is not None:
                 self.progress(rnd, accs)
@@ -462,9 +462,9 @@ class ScenarioRun:
         # Method arms shared original's prefix: give them its rows so every
         # arm's curve is complete in the table.
         if self.first_event is not None and self.methods:
-            prefix = [r for r in self.writer.rows if r[0] == ORIGINAL and r[1] <= self.first_event - 1]
+            prefix = [r for r in self.writer.rows if r.arm == ORIGINAL and r.round <= self.first_event - 1]
             for name in self.methods:
-                self.writer.rows += [(name, *r[1:]) for r in prefix]
+                self.record([(name, *r[1:]) for r in prefix])
         if RETRAIN in self.arms:
             total = self.retrain_cost(sc.train.rounds)
             for rnd in self.events_at:

@@ -18,9 +18,11 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedforget.config import Scenario
 from fedforget.flower.client_app import scenario_from_context
-from fedforget.flower.scenario_run import ProgressFn, ScenarioRun
+from fedforget.flower.scenario_run import ScenarioRun
+from fedforget.progress import ProgressFn
 from fedforget.flower.strategy import ClientFailure, DivergenceError, RunsFailed
 from fedforget.results import CHECKPOINT, RunWriter
+from fedforget.tracking import trackers_for
 
 
 def run_scenario(
@@ -35,7 +37,9 @@ def run_scenario(
     continues it from the directory's checkpoint instead (or starts it over
     when it was interrupted before its first complete round)."""
     checkpoint = load_checkpoint(out_dir) if resume and (Path(out_dir) / CHECKPOINT).exists() else None
-    writer = RunWriter(out_dir, scenario.to_toml(), checkpoint["writer"] if checkpoint else None)
+    snapshot = checkpoint["writer"] if checkpoint else None
+    trackers = trackers_for(scenario, out_dir, snapshot.get("trackers") if snapshot else None)
+    writer = RunWriter(out_dir, scenario.to_toml(), snapshot, trackers)
     ok = False
     try:
         # Same thread count on the server as on the clients (bit-identical engines).

@@ -1,0 +1,74 @@
+"""Progress: a rich bar in a terminal; in a Jupyter notebook (a real kernel run
+by nbclient) one HTML table updated in place, also from another thread."""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from fedforget.progress import NotebookProgress, TerminalProgress, in_notebook, progress_bar
+from tests.conftest import tiny
+
+ROOT = Path(__file__).resolve().parent.parent
+
+RUN_CELL = """
+import fedforget
+from tests.conftest import tiny
+result = fedforget.run(tiny(), out={out!r}, progress=True)
+"""
+THREAD_CELL = """
+import threading
+from fedforget.progress import progress_bar
+bar = progress_bar([tiny(name="threaded")])
+bar.start()
+worker = threading.Thread(target=bar.callback(0), args=(3, {{"original": 0.5, "retrain": 0.25}}))
+worker.start(); worker.join()
+bar.stop()
+"""
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    out = tmp_path_factory.mktemp("nb") / "run"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(RUN_CELL.format(out=str(out))),
+                                         nbformat.v4.new_code_cell(THREAD_CELL.format())])
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    return nb
+
+
+def _displays(cell) -> list[dict]:
+    return [o for o in cell.outputs if o.output_type == "display_data"]
+
+
+def test_notebook_run_shows_one_table_updated_to_the_last_round(executed):
+    cell = executed.cells[0]
+    (shown,) = _displays(cell)  # one display, updated in place (no ipywidgets needed)
+    page = shown.data["text/html"]
+    assert "<progress value='3' max='3'>" in page and "tiny (seed 3)" in page and "test acc: original" in page
+    assert "tiny (seed 3)  3/3" in shown.data["text/plain"]
+    # rich's live display would want ipywidgets; this view does not (tqdm's import-time note from the
+    # datasets library is not ours).
+    errors = "".join(o.text for o in cell.outputs if o.output_type == "stream" and o.name == "stderr")
+    assert 'install "ipywidgets"' not in errors and "Traceback" not in errors
+
+
+def test_notebook_updates_from_another_thread_reach_the_cell(executed):
+    (shown,) = _displays(executed.cells[1])
+    assert "<progress value='3' max='3'>" in shown.data["text/html"]
+    assert "threaded (seed 3)  3/3" in shown.data["text/plain"] and "retrain 0.250" in shown.data["text/plain"]
+
+
+def test_terminal_gets_the_rich_bar(capsys):
+    assert not in_notebook()
+    bar = progress_bar([tiny()])
+    assert isinstance(bar, TerminalProgress)
+    bar.start()
+    bar.callback(0)(2, {"original": 0.75})
+    bar.stop()
+    task = bar.progress.tasks[0]
+    assert (task.completed, task.total, task.fields["acc"]) == (2, 3, "test acc: original 0.750")
+
+
+def test_notebook_view_without_a_kernel_is_not_chosen():
+    assert not isinstance(progress_bar([tiny()]), NotebookProgress)

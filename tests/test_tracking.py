@@ -1,0 +1,131 @@
+"""TensorBoard and MLflow trackers: what a run logs reads back, with each tool's
+own reader, equal to metrics.parquet; resumed trackers continue the same runs."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from fedforget import tracking
+from fedforget.cli import main
+from fedforget.config import ConfigError
+from fedforget.results import MetricRow, read_metrics
+from fedforget.tracking import MLflowTracker, TensorBoardTracker, tag_of, trackers_for
+from tests.conftest import tiny
+
+
+def _scalars(log_dir) -> dict[tuple[str, int], float]:
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})  # 0: keep every event
+    acc.Reload()
+    return {(tag, e.step): e.value for tag in acc.Tags()["scalars"] for e in acc.Scalars(tag)}
+
+
+def _expected(metrics: pd.DataFrame, arm: str) -> dict[tuple[str, int], float]:
+    rows = metrics[metrics.arm == arm]
+    out = {}
+    for r in rows.itertuples(index=False):
+        client = None if pd.isna(r.client) else int(r.client)
+        out[tag_of(MetricRow(r.arm, r.round, client, r.metric, r.value))] = r.value
+    return out
+
+
+def _assert_close(got: dict, want: dict, rel: float) -> None:
+    assert set(got) == set(want)
+    keys = sorted(want)
+    np.testing.assert_allclose([got[k] for k in keys], [want[k] for k in keys], rtol=rel, equal_nan=True)
+
+
+@pytest.fixture(scope="module")
+def tracked_run(tmp_path_factory):
+    """One inline run with both trackers on, through the CLI's --track, in a fresh cwd."""
+    root = tmp_path_factory.mktemp("tracked")
+    config = root / "tiny.toml"
+    config.write_text(tiny(events=[{"round": 2, "client": 1}], unlearning={"methods": ["none"]}).to_toml())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)  # MLflow's default store: ./mlruns
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        assert main(["run", str(config), "--out", str(root / "run"), "--no-progress",
+                     "--track", "tensorboard", "--track", "mlflow"]) == 0
+    return root
+
+
+def test_tensorboard_reads_back_every_metric(tracked_run):
+    metrics = read_metrics(tracked_run / "run")
+    arms = sorted(metrics.arm.unique())
+    assert arms == ["none", "original", "retrain"]
+    assert sorted(p.name for p in (tracked_run / "run" / "tensorboard").iterdir()) == arms
+    for arm in arms:
+        got = _scalars(tracked_run / "run" / "tensorboard" / arm)
+        _assert_close(got, _expected(metrics, arm), rel=1e-6)  # TensorBoard stores float32
+    # The audit right after the unlearning step: its own tag at the event's round.
+    assert ("client_1/mia_auc_after_step", 2) in got
+
+
+def test_mlflow_reads_back_params_and_every_metric(tracked_run):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=(tracked_run / "mlruns").as_uri())
+    exp = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([exp.experiment_id])
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["train.rounds"] == "3" and parent.data.params["data.num_clients"] == "4"
+    assert parent.data.tags["fedforget.run_dir"] == str((tracked_run / "run").resolve())
+    children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    metrics = read_metrics(tracked_run / "run")
+    assert sorted(children) == sorted(metrics.arm.unique())
+    for arm, run in children.items():
+        assert run.info.status == "FINISHED"
+        want = _expected(metrics, arm)
+        got = {(key, m.step): m.value for key in {k for k, _ in want}
+               for m in client.get_metric_history(run.info.run_id, key)}
+        _assert_close(got, want, rel=0)
+
+
+def test_tensorboard_resume_discards_steps_after_the_checkpoint(tmp_path):
+    rows = lambda values: [MetricRow("original", s, None, "test_accuracy", v) for s, v in values]  # noqa: E731
+    first = TensorBoardTracker(tmp_path)
+    first.log(rows([(1, 0.1), (2, 0.2)]))
+    state = first.state()  # what the checkpoint after round 2 holds
+    first.log(rows([(3, 0.3)]))  # logged, then the run was killed before its checkpoint
+    first.close(False)
+    again = TensorBoardTracker(tmp_path, state)
+    again.log(rows([(3, 0.33), (4, 0.4)]))
+    again.close(True)
+    got = _scalars(tmp_path / "original")
+    assert got == pytest.approx({("global/test_accuracy", s): v for s, v in [(1, 0.1), (2, 0.2), (3, 0.33), (4, 0.4)]})
+
+
+def test_mlflow_resume_continues_the_same_runs(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = (tmp_path / "mlruns").as_uri()
+    first = MLflowTracker(uri, "exp", "run", {"seed": 0}, {})
+    first.log([MetricRow("retrain", 1.0, 0, "mia_auc", 0.6)])
+    state = first.state()
+    again = MLflowTracker(uri, "exp", "run", {"seed": 0}, {}, state)
+    again.log([MetricRow("retrain", 1.5, 0, "mia_auc", 0.55), MetricRow("retrain", 2.0, 0, "mia_auc", math.inf)])
+    again.close(True)
+    client = MlflowClient(tracking_uri=uri)
+    assert len(client.search_runs([client.get_experiment_by_name("exp").experiment_id])) == 2  # parent + arm
+    hist = client.get_metric_history(state["arms"]["retrain"], "client_0/mia_auc")
+    after = client.get_metric_history(state["arms"]["retrain"], "client_0/mia_auc_after_step")
+    assert [(m.step, m.value) for m in hist] == [(1, 0.6), (2, math.inf)]
+    assert [(m.step, m.value) for m in after] == [(2, 0.55)]
+    assert client.get_run(state["parent"]).info.status == "FINISHED"
+
+
+def test_tags_and_steps():
+    assert tag_of(MetricRow("a", 4.0, None, "test_accuracy", 0.0)) == ("global/test_accuracy", 4)
+    assert tag_of(MetricRow("a", 9.5, 2, "fr", 0.0)) == ("client_2/fr_after_step", 10)
+
+
+def test_off_by_default_and_a_missing_extra_is_named(monkeypatch, tmp_path):
+    assert trackers_for(tiny(), tmp_path) == {}
+    real = tracking.importlib.util.find_spec
+    monkeypatch.setattr(tracking.importlib.util, "find_spec", lambda n: None if n == "mlflow" else real(n))
+    with pytest.raises(ConfigError, match=r"'mlflow' needs the mlflow package: pip install 'fedforget\[mlflow\]'"):
+        trackers_for(tiny(tracking={"backends": ["mlflow"]}), tmp_path)
+    assert list(tmp_path.iterdir()) == []
