@@ -38,6 +38,19 @@ class RunResult:
         sel = df[(df.arm == arm) & (df.metric == metric) & df.client.isna()]
         return float(sel.sort_values("round").value.iloc[-1])
 
+    def results(self):
+        """The run as :class:`fedforget.analysis.Results` (tidy tables and helpers)."""
+        from fedforget.analysis import load
+
+        return load(self.run_dir)
+
+    def plot(self, client: int, metric: str = "mia_auc", ax=None):
+        """The client's forgetting curves, one line per arm (matplotlib)."""
+        return self.results().plot(client, metric, ax)
+
+    def _repr_html_(self) -> str:
+        return self.results()._repr_html_()
+
 
 def _resolve(scenario: Scenario | str | Path, overrides: list[str] | None) -> Scenario:
     if isinstance(scenario, Scenario):

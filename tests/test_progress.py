@@ -1,5 +1,6 @@
-"""Progress: a rich bar in a terminal; in a Jupyter notebook (a real kernel run
-by nbclient) one HTML table updated in place, also from another thread."""
+"""Notebooks, in a real kernel run by nbclient: the progress table updated in
+place (also from another thread), a result's HTML summary and its plot; and
+the rich bar in a terminal."""
 
 from pathlib import Path
 
@@ -15,8 +16,11 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN_CELL = """
 import fedforget
 from tests.conftest import tiny
-result = fedforget.run(tiny(), out={out!r}, progress=True)
+result = fedforget.run(tiny(events=[{{"round": 2, "client": 1}}], unlearning={{"methods": ["none"]}}),
+                       out={out!r}, progress=True)
 """
+SUMMARY_CELL = "result"
+PLOT_CELL = "result.plot(client=1);"
 THREAD_CELL = """
 import threading
 from fedforget.progress import progress_bar
@@ -31,8 +35,8 @@ bar.stop()
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
     out = tmp_path_factory.mktemp("nb") / "run"
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(RUN_CELL.format(out=str(out))),
-                                         nbformat.v4.new_code_cell(THREAD_CELL.format())])
+    cells = [RUN_CELL.format(out=str(out)), THREAD_CELL.format(), SUMMARY_CELL, PLOT_CELL]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
     return nb
 
@@ -57,6 +61,14 @@ def test_notebook_updates_from_another_thread_reach_the_cell(executed):
     (shown,) = _displays(executed.cells[1])
     assert "<progress value='3' max='3'>" in shown.data["text/html"]
     assert "threaded (seed 3)  3/3" in shown.data["text/plain"] and "retrain 0.250" in shown.data["text/plain"]
+
+
+def test_a_result_shows_its_summary_and_plots_its_curves(executed):
+    (summary,) = [o for o in executed.cells[2].outputs if o.output_type == "execute_result"]
+    page = summary.data["text/html"]
+    assert "fedforget run" in page and "Final MIA AUC gap to retrain" in page and "<td>none</td>" in page
+    (figure,) = _displays(executed.cells[3])
+    assert figure.data["image/png"]  # matplotlib's inline backend drew the curves
 
 
 def test_terminal_gets_the_rich_bar(capsys):
