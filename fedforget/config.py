@@ -157,8 +157,9 @@ class RuntimeConfig(_Section):
 class TrackingConfig(_Section):
     """Live logging of every metric row to experiment trackers (off by default).
 
-    ``tensorboard``: event files under ``tensorboard_dir`` (default
-    ``<run dir>/tensorboard``), one TensorBoard run per arm. ``mlflow``: an
+    ``tensorboard``: event files under ``<run dir>/tensorboard``, or under
+    ``tensorboard_dir/<run>`` (``<run>``: the run directory's last two parts,
+    ``cell-003/seed-1`` in a sweep), one TensorBoard run per arm. ``mlflow``: an
     MLflow run per fedforget run with one nested run per arm, in the store at
     ``mlflow_uri`` (default ``$MLFLOW_TRACKING_URI``, else the local file store
     ``./mlruns``). Each needs its optional extra: ``fedforget[tensorboard]``,
@@ -166,7 +167,7 @@ class TrackingConfig(_Section):
     """
 
     backends: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list)
-    tensorboard_dir: str = Field("", description="TensorBoard log directory ('' = <run dir>/tensorboard)")
+    tensorboard_dir: str = Field("", description="TensorBoard root: logs go to <it>/<run> ('' = <run dir>/tensorboard)")
     mlflow_uri: str = Field("", description="MLflow tracking URI ('' = $MLFLOW_TRACKING_URI, else file:./mlruns)")
     mlflow_experiment: str = Field("", description="MLflow experiment ('' = the scenario's name)")
 

@@ -11,6 +11,8 @@ import json
 import math
 import os
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -64,25 +66,36 @@ class RunWriter:
 
     ``snapshot``: continue a run from a checkpoint's writer snapshot instead of
     starting one (the events written after it are dropped; they will be redone).
-    ``trackers``: sinks (``log(rows)``, ``state()``, ``close(ok)``, see
-    :mod:`fedforget.tracking`) that :meth:`track` sends the new rows to.
+    ``trackers``: name -> how to start a sink (``log(rows)``, ``state()``,
+    ``close(ok)``, see :mod:`fedforget.tracking`) that :meth:`track` sends the
+    new rows to. A sink that raises is dropped with a warning and a
+    ``tracking_error`` event: it never costs the run its results.
     """
 
     def __init__(self, out_dir: str | Path, resolved_toml: str, snapshot: dict | None = None,
-                 trackers: dict[str, Any] | None = None) -> None:
+                 trackers: dict[str, Callable[[], Any]] | None = None) -> None:
         self.dir = Path(out_dir)
         self._events_tmp = self.dir / "events.jsonl.partial"
         self.rows: list[MetricRow] = []
         self.score_frames: list[pd.DataFrame] = []
         self.tables: dict[str, pd.DataFrame] = {}
-        self.trackers = trackers or {}
+        self.trackers: dict[str, Any] = {}
         self._tracked = 0  # rows already sent to the trackers
+        self._open(resolved_toml, snapshot)
+        for name, start in (trackers or {}).items():
+            self._safely(name, "start", self._start_tracker, name, start)
+
+    def _start_tracker(self, name: str, start: Callable[[], Any]) -> None:
+        self.trackers[name] = start()
+
+    def _open(self, resolved_toml: str, snapshot: dict | None) -> None:
         if snapshot is not None:
             self._events = open(self._events_tmp, "r+")
             self._events.truncate(snapshot["events_bytes"])
             self._events.seek(snapshot["events_bytes"])
             self._t0 = time.time() - snapshot["elapsed_s"]
-            self.rows, self.tables = list(snapshot["rows"]), dict(snapshot["tables"])
+            self.rows = [MetricRow(*r) for r in snapshot["rows"]]  # plain tuples in older checkpoints
+            self.tables = dict(snapshot["tables"])
             self._tracked = snapshot.get("tracked", len(self.rows))
             return
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -113,9 +126,18 @@ class RunWriter:
         """Send the rows added since the last call to the trackers."""
         new = self.rows[self._tracked:]
         if new:
-            for tracker in self.trackers.values():
-                tracker.log(new)
+            for name, tracker in list(self.trackers.items()):
+                self._safely(name, "log", tracker.log, new)
         self._tracked = len(self.rows)
+
+    def _safely(self, name: str, what: str, fn: Callable, *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as err:  # a tracker is a view of the run, never worth its results
+            warnings.warn(f"tracking: {name} failed to {what} ({type(err).__name__}: {err}); "
+                          "the run goes on without it", RuntimeWarning, stacklevel=2)
+            self.event("tracking_error", tracker=name, during=what, message=f"{type(err).__name__}: {err}")
+            self.trackers.pop(name, None)
 
     def table(self, name: str, df: pd.DataFrame) -> None:
         """Another table of the run directory (``<name>.parquet``), written at the end."""
@@ -132,14 +154,12 @@ class RunWriter:
     def close(self, ok: bool) -> None:
         """Finish the run: on success publish every file; on failure keep only the
         partial events log (for debugging) and no table."""
+        if ok:
+            self.track()
+        for name, tracker in list(self.trackers.items()):
+            self._safely(name, "close", tracker.close, ok)
         self.event("run_end", ok=ok)
         self._events.close()
-        try:
-            if ok:
-                self.track()
-        finally:
-            for tracker in self.trackers.values():
-                tracker.close(ok)
         if not ok:
             return
         atomic_write_parquet(self.dir / "metrics.parquet", self.metrics_frame())

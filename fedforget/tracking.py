@@ -12,21 +12,26 @@ layout:
   The audit right after an event's unlearning step (round label ``t - 0.5``)
   goes to ``<tag>_after_step`` at step ``t``.
 
-A resumed run continues the same tracker runs. TensorBoard's reader drops what
-the killed process logged after the checkpoint once the resumed run logs those
-steps again (it takes them for a restart); MLflow reopens the same runs, whose
-histories may hold the interrupted round's values twice (same steps; values
-equal except wall times).
+A tracker is a view of the run directory, never the record: one that fails
+(to start, log or close) is dropped with a warning and a ``tracking_error``
+event, and the run goes on.
+
+A resumed run continues the same tracker runs. TensorBoard reopens its
+directories with ``purge_step`` one past the checkpoint's last step (its reader
+drops what the killed process logged after the checkpoint); MLflow reopens the
+same runs in the same store, whose histories may hold the interrupted round's
+values twice (same steps; values equal except wall times).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 import os
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +61,11 @@ def tag_of(row: MetricRow) -> tuple[str, int]:
 class TensorBoardTracker:
     """Event files under ``log_dir/<arm>`` (``torch.utils.tensorboard``).
 
-    A resumed run logs into the same directories; when it logs a step again,
-    TensorBoard's reader takes it as a restart and drops the killed process's
-    values from that step on.
+    Writers open with a ``purge_step``: TensorBoard's reader drops what the
+    directory holds from that step on. A new run purges from step 0 (a run
+    started over in place, or a reused ``tensorboard_dir``, replaces the old
+    one); ``state`` (a checkpoint's) purges from one past the checkpoint's last
+    step, what the killed process logged after it.
     """
 
     def __init__(self, log_dir: str | Path, state: dict | None = None) -> None:
@@ -66,22 +73,25 @@ class TensorBoardTracker:
 
         self._writer_class = SummaryWriter
         self.log_dir = Path(log_dir)
+        self.last_step = int((state or {}).get("last_step", -1))
+        self._purge_step = self.last_step + 1
         self._writers: dict[str, Any] = {}
 
     def _writer(self, arm: str):
         if arm not in self._writers:
-            self._writers[arm] = self._writer_class(str(self.log_dir / arm))
+            self._writers[arm] = self._writer_class(str(self.log_dir / arm), purge_step=self._purge_step)
         return self._writers[arm]
 
     def log(self, rows: Sequence[MetricRow]) -> None:
         for row in rows:
             tag, step = tag_of(row)
             self._writer(row.arm).add_scalar(tag, row.value, step)
+            self.last_step = max(self.last_step, step)
         for w in self._writers.values():
             w.flush()
 
     def state(self) -> dict:
-        return {}
+        return {"last_step": self.last_step}
 
     def close(self, ok: bool) -> None:
         for w in self._writers.values():
@@ -99,9 +109,16 @@ class MLflowTracker:
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         from mlflow.tracking import MlflowClient
 
+        self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         if state:
-            self.parent, self.arms = state["parent"], dict(state["arms"])
+            self.parent = state["parent"]
+            # Every arm run of this parent, also one created after the checkpoint.
+            children = self.client.search_runs(
+                [self.client.get_run(self.parent).info.experiment_id],
+                filter_string=f"tags.mlflow.parentRunId = '{self.parent}'",
+            )
+            self.arms = {r.data.tags["fedforget.arm"]: r.info.run_id for r in children}
             for run_id in [self.parent, *self.arms.values()]:
                 self.client.update_run(run_id, status="RUNNING")
             return
@@ -140,7 +157,7 @@ class MLflowTracker:
                 self.client.log_batch(run_id, metrics=metrics[i:i + MLFLOW_BATCH])
 
     def state(self) -> dict:
-        return {"parent": self.parent, "arms": dict(self.arms)}
+        return {"uri": self.uri, "parent": self.parent, "arms": dict(self.arms)}
 
     def close(self, ok: bool) -> None:
         status = "FINISHED" if ok else "FAILED"
@@ -148,18 +165,25 @@ class MLflowTracker:
             self.client.set_terminated(run_id, status=status)
 
 
-def trackers_for(scenario: Scenario, run_dir: str | Path, state: dict | None = None) -> dict[str, Any]:
-    """The scenario's trackers by backend name (``state``: a checkpoint's, to continue them)."""
+def trackers_for(scenario: Scenario, run_dir: str | Path, state: dict | None = None) -> dict[str, Callable[[], Any]]:
+    """How to start each of the scenario's trackers, by backend name (``state``:
+    a checkpoint's, to continue them). The run directory's writer starts them
+    (:class:`fedforget.results.RunWriter`): a tracker that fails is dropped, the run goes on."""
     tr, run_dir, state = scenario.tracking, Path(run_dir), state or {}
     check_available(tr.backends)
-    out: dict[str, Any] = {}
+    # The run directory's last two parts name its tracker runs: "cell-003/seed-1" in a sweep.
+    run_name = "/".join(run_dir.resolve().parts[-2:])
+    out: dict[str, Callable[[], Any]] = {}
     for name in tr.backends:
         if name == "tensorboard":
-            out[name] = TensorBoardTracker(tr.tensorboard_dir or run_dir / "tensorboard", state.get(name))
+            log_dir = Path(tr.tensorboard_dir) / run_name if tr.tensorboard_dir else run_dir / "tensorboard"
+            out[name] = functools.partial(TensorBoardTracker, log_dir, state.get(name))
         else:
-            uri = tr.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or Path("mlruns").resolve().as_uri()
-            out[name] = MLflowTracker(
-                uri, tr.mlflow_experiment or scenario.name, f"{scenario.name} seed {scenario.seed}",
-                flatten(scenario.to_toml_dict()), {"fedforget.run_dir": str(run_dir.resolve())}, state.get(name),
+            saved = state.get(name)
+            uri = (saved or {}).get("uri") or tr.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") \
+                or Path("mlruns").resolve().as_uri()
+            out[name] = functools.partial(
+                MLflowTracker, uri, tr.mlflow_experiment or scenario.name, run_name,
+                flatten(scenario.to_toml_dict()), {"fedforget.run_dir": str(run_dir.resolve())}, saved,
             )
     return out

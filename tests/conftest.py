@@ -1,6 +1,7 @@
 import os
 
 os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # the tracker tests run offline
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 import pytest  # noqa: E402

@@ -27,8 +27,7 @@ from fedforget.progress import progress_bar
 bar = progress_bar([tiny(name="threaded")])
 bar.start()
 worker = threading.Thread(target=bar.callback(0), args=(3, {{"original": 0.5, "retrain": 0.25}}))
-worker.start(); worker.join()
-bar.stop()
+worker.start(); worker.join()  # no bar.stop(): the thread's own update must reach the cell
 """
 
 

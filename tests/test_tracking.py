@@ -17,9 +17,13 @@ from tests.conftest import tiny
 
 
 def _scalars(log_dir) -> dict[tuple[str, int], float]:
+    """(tag, step) -> value as TensorBoard's reader shows them; a step shown twice fails."""
     acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})  # 0: keep every event
     acc.Reload()
-    return {(tag, e.step): e.value for tag in acc.Tags()["scalars"] for e in acc.Scalars(tag)}
+    seen = [((tag, e.step), e.value) for tag in acc.Tags()["scalars"] for e in acc.Scalars(tag)]
+    shown = dict(seen)
+    assert len(shown) == len(seen), "a step shown twice"
+    return shown
 
 
 def _expected(metrics: pd.DataFrame, arm: str) -> dict[tuple[str, int], float]:
@@ -79,13 +83,18 @@ def test_mlflow_reads_back_params_and_every_metric(tracked_run):
     for arm, run in children.items():
         assert run.info.status == "FINISHED"
         want = _expected(metrics, arm)
-        got = {(key, m.step): m.value for key in {k for k, _ in want}
-               for m in client.get_metric_history(run.info.run_id, key)}
-        _assert_close(got, want, rel=0)
+        keys = set(client.get_run(run.info.run_id).data.metrics)
+        assert keys == {k for k, _ in want}
+        history = [((key, m.step), m.value) for key in keys for m in client.get_metric_history(run.info.run_id, key)]
+        assert len(history) == len(want)  # no step logged twice
+        _assert_close(dict(history), want, rel=0)
 
 
 def test_tensorboard_resume_discards_steps_after_the_checkpoint(tmp_path):
     rows = lambda values: [MetricRow("original", s, None, "test_accuracy", v) for s, v in values]  # noqa: E731
+    old = TensorBoardTracker(tmp_path)  # an earlier run in the same directory: a new run replaces it
+    old.log(rows([(1, 9.0), (5, 9.0)]))
+    old.close(True)
     first = TensorBoardTracker(tmp_path)
     first.log(rows([(1, 0.1), (2, 0.2)]))
     state = first.state()  # what the checkpoint after round 2 holds
@@ -110,6 +119,7 @@ def test_mlflow_resume_continues_the_same_runs(tmp_path):
     again.close(True)
     client = MlflowClient(tracking_uri=uri)
     assert len(client.search_runs([client.get_experiment_by_name("exp").experiment_id])) == 2  # parent + arm
+    assert state["uri"] == uri  # a resume from another directory finds the same store
     hist = client.get_metric_history(state["arms"]["retrain"], "client_0/mia_auc")
     after = client.get_metric_history(state["arms"]["retrain"], "client_0/mia_auc_after_step")
     assert [(m.step, m.value) for m in hist] == [(1, 0.6), (2, math.inf)]
@@ -129,3 +139,58 @@ def test_off_by_default_and_a_missing_extra_is_named(monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match=r"'mlflow' needs the mlflow package: pip install 'fedforget\[mlflow\]'"):
         trackers_for(tiny(tracking={"backends": ["mlflow"]}), tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_shared_tensorboard_dir_keeps_runs_apart(tmp_path):
+    sc = tiny(tracking={"backends": ["tensorboard"], "tensorboard_dir": str(tmp_path / "tb")})
+    dirs = [trackers_for(sc, tmp_path / "study" / f"cell-00{i}" / "seed-0")["tensorboard"].args[0] for i in (0, 1)]
+    assert dirs == [tmp_path / "tb" / "cell-000" / "seed-0", tmp_path / "tb" / "cell-001" / "seed-0"]
+    default = trackers_for(tiny(tracking={"backends": ["tensorboard"]}), tmp_path / "run")["tensorboard"].args[0]
+    assert default == tmp_path / "run" / "tensorboard"
+
+
+class _Broken:
+    def __init__(self, fail_on: str) -> None:
+        self.fail_on, self.logged = fail_on, 0
+
+    def log(self, rows):
+        if self.fail_on == "log":
+            raise OSError("tracking server gone")
+        self.logged += len(rows)
+
+    def state(self):
+        return {}
+
+    def close(self, ok):
+        if self.fail_on == "close":
+            raise OSError("tracking server gone")
+
+
+@pytest.mark.parametrize("fail_on", ["start", "log", "close"])
+def test_a_failing_tracker_never_costs_the_run(tmp_path, monkeypatch, fail_on):
+    import fedforget
+    import fedforget.flower.server_app as server_app
+    from fedforget.results import read_events
+
+    def start():
+        if fail_on == "start":
+            raise OSError("tracking server gone")
+        return _Broken(fail_on)
+
+    monkeypatch.setattr(server_app, "trackers_for", lambda *a: {"broken": start})
+    with pytest.warns(RuntimeWarning, match=f"tracking: broken failed to {fail_on} .*tracking server gone"):
+        result = fedforget.run(tiny(), out=tmp_path / "run")
+    (err,) = [e for e in read_events(result.run_dir) if e["event"] == "tracking_error"]
+    assert err["tracker"] == "broken" and err["during"] == fail_on
+    assert (result.run_dir / "metrics.parquet").is_file() and (result.run_dir / "report.html").is_file()
+
+
+def test_mlflow_marks_a_failed_run_failed(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = (tmp_path / "mlruns").as_uri()
+    tracker = MLflowTracker(uri, "exp", "run", {}, {})
+    tracker.log([MetricRow("original", 1.0, None, "test_accuracy", 0.5)])
+    tracker.close(False)
+    client = MlflowClient(tracking_uri=uri)
+    assert {client.get_run(r).info.status for r in [tracker.parent, *tracker.arms.values()]} == {"FAILED"}

@@ -19,8 +19,8 @@ from flwr.serverapp import Grid, ServerApp
 from fedforget.config import Scenario
 from fedforget.flower.client_app import scenario_from_context
 from fedforget.flower.scenario_run import ScenarioRun
-from fedforget.progress import ProgressFn
 from fedforget.flower.strategy import ClientFailure, DivergenceError, RunsFailed
+from fedforget.progress import ProgressFn
 from fedforget.results import CHECKPOINT, RunWriter
 from fedforget.tracking import trackers_for
 
