@@ -86,8 +86,12 @@ def _plant_stale_tensorboard_value(out: Path) -> None:
     leaves (too narrow a window to hit with a real kill)."""
     from torch.utils.tensorboard import SummaryWriter
 
+    from tests.test_tracking import _later
+
+    _later()  # after the killed process's files, before the resumed one's (name order)
     with SummaryWriter(str(out / "tensorboard" / "original")) as stale:
         stale.add_scalar("global/test_accuracy", 99.0, 4)
+    _later()
 
 
 def _assert_tensorboard_equals(out: Path, metrics: pd.DataFrame) -> None:

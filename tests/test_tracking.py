@@ -2,6 +2,7 @@
 own reader, equal to metrics.parquet; resumed trackers continue the same runs."""
 
 import math
+import time
 
 import numpy as np
 import pandas as pd
@@ -90,16 +91,25 @@ def test_mlflow_reads_back_params_and_every_metric(tracked_run):
         _assert_close(dict(history), want, rel=0)
 
 
+def _later() -> None:
+    """TensorBoard reads a directory's event files in name order, and a name
+    holds its whole second, then the writer counter as text ("10" < "9"): a
+    later process starts in a later second, and so do these generations."""
+    time.sleep(1.1)
+
+
 def test_tensorboard_resume_discards_steps_after_the_checkpoint(tmp_path):
     rows = lambda values: [MetricRow("original", s, None, "test_accuracy", v) for s, v in values]  # noqa: E731
     old = TensorBoardTracker(tmp_path)  # an earlier run in the same directory: a new run replaces it
     old.log(rows([(1, 9.0), (5, 9.0)]))
     old.close(True)
+    _later()
     first = TensorBoardTracker(tmp_path)
     first.log(rows([(1, 0.1), (2, 0.2)]))
     state = first.state()  # what the checkpoint after round 2 holds
     first.log(rows([(3, 0.3)]))  # logged, then the run was killed before its checkpoint
     first.close(False)
+    _later()
     again = TensorBoardTracker(tmp_path, state)
     again.log(rows([(3, 0.33), (4, 0.4)]))
     again.close(True)
