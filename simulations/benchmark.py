@@ -19,6 +19,9 @@ Sections:
   (target <= 10%).
 - ``scenario``: configs/scale100.toml (100 clients, every method) end to end:
   wall time and the share of each part (prefix, retrain, methods, oracle, report).
+- ``tracking``: configs/withdrawal.toml (inline) without trackers, with
+  TensorBoard, with MLflow's file store and with both: wall time and per-round
+  time beside the untracked run.
 
 Each measurement runs in its own subprocess; per-round times are medians over
 the rounds after the first two. Prints one JSON line per measurement and a
@@ -219,8 +222,25 @@ def section_scenario(args) -> bool:
     return True
 
 
+def section_tracking(args) -> bool:
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        store = [f'tracking.mlflow_uri="{Path(tmp).as_uri()}"']
+        for label, backends in (("none", "[]"), ("tensorboard", '["tensorboard"]'), ("mlflow", '["mlflow"]'),
+                                ("both", '["tensorboard","mlflow"]')):
+            rows.append((label, measure("inline", "withdrawal.toml", [f"tracking.backends={backends}", *store])))
+    base = rows[0][1]
+    print("\n| trackers | wall s | x untracked | ms per round | x untracked |\n|---|---|---|---|---|")
+    for label, r in rows:
+        print(f"| {label} | {r['wall_s']:.1f} | {r['wall_s'] / base['wall_s']:.2f} | {r['round_ms']:.1f} | "
+              f"{r['round_ms'] / base['round_ms']:.2f} |")
+    return True
+
+
 SECTIONS = {"targets": section_targets, "scale": section_scale, "overhead": section_overhead,
-            "oracle": section_oracle, "scenario": section_scenario}
+            "oracle": section_oracle, "scenario": section_scenario, "tracking": section_tracking}
 
 
 def main() -> int:
