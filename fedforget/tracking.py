@@ -134,6 +134,9 @@ class MLflowTracker:
         items = [Param(k, str(v)[:MLFLOW_PARAM_CHARS]) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow's limit of parameters per batch
             self.client.log_batch(self.parent, params=items[i:i + 100])
+        cut = [k for k, v in params.items() if len(str(v)) > MLFLOW_PARAM_CHARS]
+        if cut:  # the whole value stays in the run directory's resolved.toml
+            self.client.set_tag(self.parent, "fedforget.truncated_params", ",".join(cut))
 
     def _arm_run(self, arm: str) -> str:
         if arm not in self.arms:

@@ -121,7 +121,7 @@ def test_mlflow_resume_continues_the_same_runs(tmp_path):
     from mlflow.tracking import MlflowClient
 
     uri = (tmp_path / "mlruns").as_uri()
-    first = MLflowTracker(uri, "exp", "run", {"seed": 0}, {})
+    first = MLflowTracker(uri, "exp", "run", {"seed": 0, "events": "x" * 7000}, {})
     first.log([MetricRow("retrain", 1.0, 0, "mia_auc", 0.6)])
     state = first.state()
     again = MLflowTracker(uri, "exp", "run", {"seed": 0}, {}, state)
@@ -134,7 +134,10 @@ def test_mlflow_resume_continues_the_same_runs(tmp_path):
     after = client.get_metric_history(state["arms"]["retrain"], "client_0/mia_auc_after_step")
     assert [(m.step, m.value) for m in hist] == [(1, 0.6), (2, math.inf)]
     assert [(m.step, m.value) for m in after] == [(2, 0.55)]
-    assert client.get_run(state["parent"]).info.status == "FINISHED"
+    parent = client.get_run(state["parent"])
+    assert parent.info.status == "FINISHED"
+    # MLflow caps a parameter at 6,000 characters: the cut is cut visibly.
+    assert len(parent.data.params["events"]) == 6000 and parent.data.tags["fedforget.truncated_params"] == "events"
 
 
 def test_tags_and_steps():
