@@ -196,38 +196,33 @@ def projected_gradient_ascent(
     loss_before, _ = _loss_acc(model, x, y)
 
     opt = torch.optim.SGD(model.parameters(), lr=lr, maximize=True)
+    info = _ascend(model, opt, params, center, x, y, radius=radius, epochs=epochs, batch_size=batch_size,
+                   seed=seed, stop=None if min_accuracy is None else (min_accuracy, x_val, y_val))
+    opt.zero_grad(set_to_none=True)
+    loss_after, acc_after = _loss_acc(model, x, y)
+    info["final_distance"] = float(_flat_distance({k: p.detach() for k, p in params.items()}, center))
+    info.update(loss_before=loss_before, loss_after=loss_after, accuracy_after=acc_after)
+    return model, info
+
+
+def _ascend(model, opt, params, center, x, y, *, radius, epochs, batch_size, seed, stop) -> dict:
+    """The projected mini-batch passes; ``stop`` = (min accuracy, x_val, y_val) or None."""
     gen = torch.Generator().manual_seed(seed)
-    samples = sgd_steps = 0
-    max_dist = max_unproj = 0.0
-    stopped = False
+    info = {"steps": 0, "sgd_steps": 0, "stopped_early": False, "max_distance": 0.0,
+            "max_distance_unprojected": 0.0}
     for _ in range(epochs):
         perm = torch.randperm(x.shape[0], generator=gen)
         for start in range(0, x.shape[0], batch_size):
             idx = perm[start : start + batch_size].to(x.device)
             unprojected, projected = _projected_ascent_step(model, opt, params, center, radius, x[idx], y[idx])
-            max_unproj, max_dist = max(max_unproj, unprojected), max(max_dist, projected)
-            samples += int(idx.numel())
-            sgd_steps += 1
-            if min_accuracy is not None and _loss_acc(model, x_val, y_val)[1] < min_accuracy:
-                stopped = True
-                break
-        if stopped:
-            break
-    opt.zero_grad(set_to_none=True)
-    loss_after, acc_after = _loss_acc(model, x, y)
-    final = float(_flat_distance({k: p.detach() for k, p in params.items()}, center))
-    info = {
-        "steps": samples,
-        "sgd_steps": sgd_steps,
-        "stopped_early": stopped,
-        "final_distance": final,
-        "max_distance": max_dist,
-        "max_distance_unprojected": max_unproj,
-        "loss_before": loss_before,
-        "loss_after": loss_after,
-        "accuracy_after": acc_after,
-    }
-    return model, info
+            info["max_distance_unprojected"] = max(info["max_distance_unprojected"], unprojected)
+            info["max_distance"] = max(info["max_distance"], projected)
+            info["steps"] += int(idx.numel())
+            info["sgd_steps"] += 1
+            if stop is not None and _loss_acc(model, stop[1], stop[2])[1] < stop[0]:
+                info["stopped_early"] = True
+                return info
+    return info
 
 
 # ------------------------------------------------------------- the federated method
