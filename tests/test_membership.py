@@ -90,9 +90,11 @@ def test_scores_parquet_per_sample(audited):
 
     fd = federated_data_for(audited.scenario)
     # at least min_nonmembers non-members where the data allows: here the pool
-    # (the client's audit part and the test set) is smaller, so all of it
+    # (the client's audit part and the test set) is smaller, so as many distinct
+    # samples as keep the members' label histogram
     pool = len(fd.audit_ids[1]) + len(fd.test_ids)
-    assert (~one.member).sum() == min(max(one.member.sum(), 1000), pool)
+    assert 0 < (~one.member).sum() < pool
+    assert one[~one.member].sample_id.is_unique
     assert set(one[~one.member].sample_id) <= set(fd.audit_ids[1].tolist()) | set(fd.test_ids.tolist())
     # member ids are the client's train part, joinable with the metrics
     assert set(one[one.member].sample_id) == set(fd.train_ids[1].tolist())
@@ -233,18 +235,75 @@ def test_witness_is_audited_against_witness_nonmembers(tmp_path):
 def test_over_unlearning_flag_on_constructed_runs():
     from fedforget.oracle.audit import over_unlearning_rows
 
-    def rows(arm, auc, auc_lo, acc):
-        return [(arm, 5.0, 1, "mia_auc", auc), (arm, 5.0, 1, "mia_auc_lo", auc_lo), (arm, 5.0, 1, "forget_accuracy", acc)]
+    def rows(arm, auc, auc_lo, acc, n=2000):
+        return [(arm, 5.0, 1, "mia_auc", auc), (arm, 5.0, 1, "mia_auc_lo", auc_lo), (arm, 5.0, 1, "forget_accuracy", acc),
+                (arm, 5.0, 1, "n_forget", n)]
 
+    # The accuracy margin is the 95% interval of the difference: on 2,000 samples
+    # at 0.30 vs 0.27, 1.96 * sqrt((.3 * .7 + .27 * .73) / 2000) = 0.028 < 0.03.
     base = rows("retrain", 0.50, 0.46, 0.30)
     cases = {
         "below_retrain_interval": (rows("m", 0.40, 0.36, 0.30), 1.0),
         "inside_retrain_interval": (rows("m", 0.47, 0.43, 0.30), 0.0),
         "forget_acc_too_low": (rows("m", 0.50, 0.46, 0.27), 1.0),
         "forget_acc_within_margin": (rows("m", 0.50, 0.46, 0.285), 0.0),
+        "same_gap_on_few_samples_is_noise": (rows("m", 0.50, 0.46, 0.27, n=200), 0.0),
         "remembers_more": (rows("m", 0.70, 0.66, 0.60), 0.0),
     }
     for name, (mine, expected) in cases.items():
         df = pd.DataFrame(base + mine, columns=["arm", "round", "client", "metric", "value"])
         out = over_unlearning_rows(df, ["m"], [1])
         assert out == [("m", 5.0, 1, "over_unlearning", expected)], name
+
+
+def test_audit_nonmembers_are_distinct_samples_with_the_members_histogram():
+    """A pool smaller than min_nonmembers (the shipped withdrawal config's shape)
+    used to be topped up with repeats; now no sample id appears twice, and the
+    count the oracle reports is the unique count."""
+    from fedforget.data import build_federated_data
+    from fedforget.oracle.audit import MembershipAudit
+
+    fd = build_federated_data(dict(dataset="synthetic", partitioner="dirichlet", alpha=0.3, num_clients=5,
+                                   holdout_fraction=0.2, test_fraction=0.2,
+                                   synthetic={"samples": 2000, "features": 20, "informative": 10, "classes": 20}),
+                              seed=0)
+    audit = MembershipAudit(fd, seed=0, n_boot=10, min_nonmembers=1000)
+    for client in range(5):
+        t = audit.add(client, 3, True, fd.train_ids[client])
+        assert np.unique(t.nonmembers).size == t.nonmembers.size > 0
+        assert not np.isin(t.nonmembers, np.concatenate(fd.train_ids)).any()
+        share = np.bincount(fd.y[t.nonmembers], minlength=20) / t.nonmembers.size
+        member_share = np.bincount(fd.y[t.members], minlength=20) / t.members.size
+        assert np.abs(share - member_share).max() < 0.02 + 1 / t.nonmembers.size
+
+
+def test_tpr_at_1pct_is_withheld_with_999_unique_nonmembers():
+    from fedforget.oracle.metrics import roc_metrics, withheld_tpr_notes
+
+    rng = np.random.default_rng(0)
+    for n_non, withheld in ((999, True), (1000, False)):
+        scores = np.r_[rng.normal(1, 1, 200), rng.normal(0, 1, n_non)]
+        roc = roc_metrics(scores, np.r_[np.ones(200, bool), np.zeros(n_non, bool)])
+        assert np.isnan(roc["tpr_at_1pct_fpr"]) == withheld
+        assert any(n.startswith("tpr_at_1pct_fpr") for n in withheld_tpr_notes(n_non)) == withheld
+
+
+def test_relapse_rows_on_constructed_runs():
+    """relapse_auc/_z: the gap to retrain at the last round minus the gap right
+    after the step; the flag: not detected after the step, detected later."""
+    from fedforget.oracle.audit import relapse_rows
+
+    def arm(name, auc, z, p):  # values at labels 9.5, 10, 12
+        return [(name, r, 2, k, v[i]) for i, r in enumerate((9.5, 10.0, 12.0))
+                for k, v in (("mia_auc", auc), ("client_mia_z", z), ("client_mia_pvalue", p))]
+
+    base = arm("retrain", (0.505, 0.50, 0.507), (0.1, 0.0, 0.2), (0.45, 0.5, 0.42))
+    relapsing = arm("m", (0.516, 0.53, 0.553), (0.6, 1.5, 3.5), (0.27, 0.06, 0.0005))
+    steady = arm("s", (0.51, 0.51, 0.512), (0.3, 0.2, 0.4), (0.38, 0.4, 0.35))
+    df = pd.DataFrame(base + relapsing + steady, columns=["arm", "round", "client", "metric", "value"])
+    out = {(a, k): v for a, r, c, k, v in relapse_rows(df, ["m", "s"], {2: 10})}
+    assert out[("m", "relapse_auc")] == pytest.approx((0.553 - 0.507) - (0.516 - 0.505))
+    assert out[("m", "relapse_z")] == pytest.approx((3.5 - 0.2) - (0.6 - 0.1))
+    assert out[("m", "relapse_flag")] == 1.0 and out[("s", "relapse_flag")] == 0.0
+    assert out[("s", "relapse_auc")] == pytest.approx((0.512 - 0.507) - (0.51 - 0.505))
+    assert all(r == 12.0 for _, r, *_ in relapse_rows(df, ["m"], {2: 10}))

@@ -307,6 +307,31 @@ def test_lira_attack_reference_columns_and_threshold():
         att.score(stats(target[:3]))  # needs columns
 
 
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_attack_constructor_defaults_are_the_schema_defaults(name):
+    """One default per parameter: a bare constructor, ``get_attack`` (what a
+    scenario runs) and the ``Params`` schema agree on every parameter of every
+    registered attack (LiRA's ``fixed_variance`` once had two defaults)."""
+    import inspect
+
+    cls = ATTACKS[name]
+    schema = {k: f.default for k, f in cls.Params.model_fields.items()}
+    assert cls().params == schema
+    assert get_attack(name).params == schema
+    for p in inspect.signature(cls.__init__).parameters.values():
+        if p.default is not inspect.Parameter.empty:
+            assert schema.get(p.name, p) == p.default, f"{name}.__init__ default of {p.name!r}"
+    with pytest.raises(ValueError, match="Extra inputs"):
+        cls(no_such_parameter=1)
+
+
+def test_lira_pools_the_variance_by_default():
+    assert LiraAttack().params["fixed_variance"] is True
+    phi_out = np.array([[0.0, 0.0], [0.0, 4.0]])  # column 0: std 0; column 1: std 2
+    att = LiraAttack().fit_reference(None, phi_out)
+    np.testing.assert_allclose(att.sigma_out, [np.sqrt(2.0), np.sqrt(2.0)])  # pooled, not [1e-3, 2]
+
+
 # --------------------------------------------------------------------------- sampling
 
 
@@ -326,9 +351,12 @@ def test_class_matched_nonmembers_histogram_preference_and_errors():
     idx = class_matched_nonmembers(members, cand, 15, rng)
     np.testing.assert_array_equal(np.bincount(cand[idx], minlength=3), [11, 3, 1])
 
-    # Too few candidates of a class: all used, then resampled with replacement.
-    idx = class_matched_nonmembers(members, np.r_[np.zeros(3), np.ones(5), [2]].astype(int), None, rng)
-    np.testing.assert_array_equal(np.bincount(np.r_[np.zeros(3), np.ones(5), [2]].astype(int)[idx]), [7, 2, 1])
+    # Too few candidates of a class: never a sample twice; the whole set shrinks
+    # to the largest size whose histogram fits (7:2:1 of 4 -> 3, 1, 0).
+    few = np.r_[np.zeros(3), np.ones(5), [2]].astype(int)
+    idx = class_matched_nonmembers(members, few, None, rng)
+    assert np.unique(idx).size == idx.size
+    np.testing.assert_array_equal(np.bincount(few[idx], minlength=3), [3, 1, 0])
 
     with pytest.raises(ValueError, match="class"):
         class_matched_nonmembers(members, np.r_[np.zeros(20), np.ones(20)].astype(int), None, rng)

@@ -45,7 +45,7 @@ from fedforget.flower.federation import (
 )
 from fedforget.flower.strategy import DivergenceError
 from fedforget.models import build_model
-from fedforget.oracle.audit import MembershipAudit, over_unlearning_rows
+from fedforget.oracle.audit import MembershipAudit, over_unlearning_rows, relapse_rows
 from fedforget.oracle.reference import ReferenceRun
 from fedforget.progress import ProgressFn
 from fedforget.results import CHECKPOINT, RunWriter
@@ -471,7 +471,10 @@ class ScenarioRun:
                 for key, value in (("steps", total.steps), ("bytes", total.bytes), ("wall_s", total.wall_s)):
                     self.writer.metric(RETRAIN, rnd, None, f"retrain_{key}_to_end", value)
         if self.membership is not None:
-            self.record(over_unlearning_rows(self.writer.metrics_frame(), list(self.methods), sc.forgetting_clients()))
+            frame = self.writer.metrics_frame()
+            self.record(over_unlearning_rows(frame, list(self.methods), sc.forgetting_clients()))
+            events = {c: ev.round for ev in sc.events for c in ev.client_ids}
+            self.record(relapse_rows(frame, list(self.methods), events))
             for msg in self.membership.warnings:
                 self.writer.event("warning", message=msg)
             for frame in self.membership.score_frames:

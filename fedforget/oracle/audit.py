@@ -31,7 +31,7 @@ import torch
 
 from fedforget.data.federated import FederatedData
 from fedforget.oracle.attacks import Attack, get_attack
-from fedforget.oracle.client_level import ClientMembershipTest
+from fedforget.oracle.client_level import N_PERMUTATIONS, ClientMembershipTest
 from fedforget.oracle.features import SampleStats, sample_statistics
 from fedforget.oracle.oracle import MembershipOracle, OracleReport
 from fedforget.oracle.reference import ReferenceRun
@@ -40,16 +40,20 @@ from fedforget.schedule import ORIGINAL, RETRAIN, derive_seed
 
 Row = tuple[str, float, int | None, str, float]
 
-WITNESS_KEYS = {"mia_auc": "witness_mia_auc", "fr": "witness_fr", "fr_fixed_fpr": "witness_fr_fixed_fpr"}
-OVER_UNLEARNING_ACC_MARGIN = 0.02
+WITNESS_KEYS = {"mia_auc": "witness_mia_auc", "mia_auc_lo": "witness_mia_auc_lo", "mia_auc_hi": "witness_mia_auc_hi",
+                "fr": "witness_fr", "fr_fixed_fpr": "witness_fr_fixed_fpr"}
+#: Two-sided normal quantile of the 95% interval of a difference of accuracies.
+Z95 = 1.959963984540054
+#: A p-value below this is "detected" (the client-level test's level).
+DETECTION_LEVEL = 0.05
 
 
 def nonmember_ids(
     fd: FederatedData, client: int, seed: int, members: np.ndarray, min_count: int = 1
 ) -> np.ndarray:
-    """Class-matched non-members of ``members``: the client's clean ``audit``
-    samples first, then test samples; ``max(len(members), min_count)`` of them,
-    capped at the pool's size."""
+    """Class-matched, distinct non-members of ``members``: the client's clean
+    ``audit`` samples first, then test samples; ``max(len(members), min_count)``
+    of them where every class has enough, fewer (the histogram kept) where not."""
     planted = fd.witness_audit_ids.get(client, np.zeros(0, np.int64))
     audit = np.setdiff1d(fd.audit_ids[client], planted)
     pool = np.concatenate([audit, fd.test_ids])
@@ -93,9 +97,6 @@ class _Watch:
     oracle: MembershipOracle
     witness_oracle: MembershipOracle | None = None
     client_test: ClientMembershipTest | None = None
-
-#: Pseudo-clients of the client-level test, drawn once per event.
-N_PSEUDO_CLIENTS = 200
 
 
 @dataclass
@@ -186,7 +187,8 @@ class MembershipAudit:
                 cols = n_main + np.arange(len(t.witness_members) + len(t.witness_nonmembers))
                 witness = self._oracle(model, t, t.witness_members, t.witness_nonmembers, cols, "witness")
             rng = np.random.default_rng(derive_seed(self.seed, "client-test", t.client, event_round))
-            test = ClientMembershipTest.calibrate(self.fd.y[t.members], self.fd.y[self.pool_ids], N_PSEUDO_CLIENTS, rng)
+            test = ClientMembershipTest.calibrate(self.fd.y[t.members], self.fd.y[self.pool_ids], N_PERMUTATIONS, rng)
+            self._warn_once(t.client, event_round, test.power_warning())
             new.append(_Watch(t, oracle, witness, test))
         self.watches += new
         lookup = self._statistics(model, new)
@@ -240,9 +242,12 @@ class MembershipAudit:
             reasons.append("the oracle flags none of its samples as members before the withdrawal "
                            "(B_T = 0), so FR is undefined (NaN)")
         for why in reasons:
-            if (client, event_round, why) not in self._warned:
-                self._warned.add((client, event_round, why))
-                self.warnings.append(f"client {client}, event round {event_round}: {why}")
+            self._warn_once(client, event_round, why)
+
+    def _warn_once(self, client: int, event_round: int, why: str | None) -> None:
+        if why and (client, event_round, why) not in self._warned:
+            self._warned.add((client, event_round, why))
+            self.warnings.append(f"client {client}, event round {event_round}: {why}")
 
     def _keep_scores(self, arm: str, rnd: float, client: int, rep: OracleReport) -> None:
         ps = rep.per_sample
@@ -253,13 +258,25 @@ class MembershipAudit:
         }))
 
 
+def _pivot(metrics: pd.DataFrame, withdrawn: list[int]) -> pd.DataFrame:
+    df = metrics[metrics.client.isin(withdrawn)]
+    return df.pivot_table(index=["arm", "round", "client"], columns="metric", values="value")
+
+
+def accuracy_difference_halfwidth(acc_a: float, acc_b: float, n: float) -> float:
+    """Half-width of the 95% interval of the difference of two accuracies on
+    the same ``n`` samples, from their binomial variances. It ignores the
+    pairing (which would narrow it), so a flag it raises is conservative."""
+    return Z95 * float(np.sqrt((acc_a * (1 - acc_a) + acc_b * (1 - acc_b)) / n))
+
+
 def over_unlearning_rows(metrics: pd.DataFrame, methods: list[str], withdrawn: list[int]) -> list[Row]:
     """``over_unlearning`` = 1 where a method's MIA AUC on a forgetting client is
     below the retrain arm's by more than retrain's interval (auc < retrain's
-    lower bound), or its forget accuracy is more than 2 points below retrain's;
-    0 where both are compared and neither holds."""
-    df = metrics[metrics.client.isin(withdrawn)]
-    piv = df.pivot_table(index=["arm", "round", "client"], columns="metric", values="value")
+    lower bound), or its forget accuracy is below retrain's by more than the
+    95% interval of the difference (:func:`accuracy_difference_halfwidth` on the
+    client's ``n_forget`` samples); 0 where both are compared and neither holds."""
+    piv = _pivot(metrics, withdrawn)
     rows: list[Row] = []
     if RETRAIN not in piv.index.get_level_values(0):
         return rows
@@ -274,6 +291,48 @@ def over_unlearning_rows(metrics: pd.DataFrame, methods: list[str], withdrawn: l
             if pd.isna(base.get("mia_auc", np.nan)):
                 continue  # before the event: retrain is not audited there
             auc_low = r["mia_auc"] < base.get("mia_auc_lo", np.nan)
-            acc_low = r.get("forget_accuracy", np.nan) < base.get("forget_accuracy", np.nan) - OVER_UNLEARNING_ACC_MARGIN
-            rows.append((m, float(rnd), int(client), "over_unlearning", float(bool(auc_low or acc_low))))
+            acc, acc_ref = r.get("forget_accuracy", np.nan), base.get("forget_accuracy", np.nan)
+            margin = accuracy_difference_halfwidth(acc, acc_ref, r.get("n_forget", np.nan))
+            rows.append((m, float(rnd), int(client), "over_unlearning", float(bool(auc_low or acc < acc_ref - margin))))
     return rows
+
+
+def relapse_rows(metrics: pd.DataFrame, methods: list[str], events: dict[int, int]) -> list[Row]:
+    """Forgetting that comes back, per method and withdrawn client, at the last round T.
+
+    - ``relapse_auc``: (AUC - retrain's AUC) at T minus the same gap right after
+      the step (label t - 0.5); positive: the method's model re-learned the client
+      faster than retrain's.
+    - ``relapse_z``: the same with the client-level ``client_mia_z``.
+    - ``relapse_flag``: 1 when the client-level test did not detect the client
+      right after the step (p >= 0.05) and detects it at a later round, else 0.
+
+    ``events`` maps each withdrawn client to its event round t.
+    """
+    piv = _pivot(metrics, list(events))
+    if RETRAIN not in piv.index.get_level_values(0):
+        return []
+    rows: list[Row] = []
+    for m in (m for m in methods if m in piv.index.get_level_values(0)):
+        for client, t in events.items():
+            rows += _relapse_of(piv, m, client, float(t) - 0.5)
+    return rows
+
+
+def _relapse_of(piv: pd.DataFrame, arm: str, client: int, step: float) -> list[Row]:
+    mine = piv.loc[arm].xs(client, level="client")
+    ref = piv.loc[RETRAIN].xs(client, level="client") if client in piv.loc[RETRAIN].index.get_level_values(1) else None
+    if ref is None or step not in mine.index or step not in ref.index:
+        return []
+    last = float(mine.index.max())
+    out: list[Row] = []
+    for metric, key in (("mia_auc", "relapse_auc"), ("client_mia_z", "relapse_z")):
+        if metric in mine and metric in ref and last in ref.index:
+            gap = mine[metric] - ref[metric].reindex(mine.index)
+            out.append((arm, last, client, key, float(gap.loc[last] - gap.loc[step])))
+    if "client_mia_pvalue" in mine:
+        p = mine["client_mia_pvalue"]
+        later = p[p.index > step]
+        flag = bool(p.loc[step] >= DETECTION_LEVEL and (later < DETECTION_LEVEL).any())
+        out.append((arm, last, client, "relapse_flag", float(flag)))
+    return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["largest_remainder_counts", "class_matched_nonmembers"]
+__all__ = ["largest_remainder_counts", "matched_total", "class_matched_nonmembers"]
 
 
 def largest_remainder_counts(counts: np.ndarray, n: int) -> np.ndarray:
@@ -32,11 +32,16 @@ def largest_remainder_counts(counts: np.ndarray, n: int) -> np.ndarray:
     return base
 
 
-def _draw(pool: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Draw ``k`` items of ``pool``: without replacement while possible."""
-    if k <= pool.size:
-        return rng.choice(pool, size=k, replace=False)
-    return pool.copy()
+def matched_total(counts: np.ndarray, available: np.ndarray, n: int) -> int:
+    """The largest total ``m <= n`` whose largest-remainder split of ``counts``
+    fits ``available`` in every class (so no class needs a sample twice)."""
+    counts, available = np.asarray(counts, np.int64), np.asarray(available, np.int64)
+    total = int(counts.sum())
+    # No class may ask for more than it has: m * count / total <= available (+1 for rounding).
+    m = min(int(n), int(np.min(available * total // np.maximum(counts, 1))) + len(counts))
+    while m > 0 and np.any(largest_remainder_counts(counts, m) > available):
+        m -= 1
+    return max(m, 0)
 
 
 def class_matched_nonmembers(
@@ -67,11 +72,13 @@ def class_matched_nonmembers(
     Returns
     -------
     np.ndarray of int
-        Sorted indices into ``candidate_labels``. Sampling is without
-        replacement while a class has enough candidates; only when a class's
-        whole pool (preferred + rest) is smaller than its count is the pool used
-        in full and the remainder drawn *with* replacement from it, so indices
-        can repeat only then.
+        Sorted, distinct indices into ``candidate_labels``: sampling is without
+        replacement, always. When a class has fewer candidates than its share
+        of ``n``, the whole set shrinks (every class in proportion) to the
+        largest size that still matches the members' histogram, so fewer than
+        ``n`` may come back. We match by subsampling rather than by weights:
+        every later statistic (ROC, bootstrap, the ``10 / FPR`` rule) then
+        counts each non-member once and with equal weight.
 
     Raises
     ------
@@ -90,27 +97,22 @@ def class_matched_nonmembers(
         raise ValueError("preferred must be a boolean mask over the candidates")
 
     classes, counts = np.unique(member_labels, return_counts=True)
+    available = np.array([np.sum(candidate_labels == c) for c in classes])
     targets = largest_remainder_counts(counts, n)
-    missing = [c for c, k in zip(classes, targets) if k > 0 and not np.any(candidate_labels == c)]
+    missing = [c for c, k, a in zip(classes, targets, available) if k > 0 and a == 0]
     if missing:
         raise ValueError(
             f"no non-member candidates for member class(es) {[x.item() for x in missing]}; "
             "cannot build a class-matched non-member set"
         )
 
+    targets = largest_remainder_counts(counts, matched_total(counts, available, n))
     chosen = []
     for c, k in zip(classes, targets):
-        if k == 0:
-            continue
         in_class = candidate_labels == c
         pref = np.flatnonzero(in_class & preferred)
         rest = np.flatnonzero(in_class & ~preferred)
-        got = _draw(pref, k, rng)
-        got = np.concatenate([got, _draw(rest, k - got.size, rng)])
-        if got.size < k:
-            # Too few candidates of this class: reuse them (documented above).
-            pool = np.flatnonzero(in_class)
-            got = np.concatenate([got, rng.choice(pool, size=k - got.size, replace=True)])
-        chosen.append(got)
+        got = rng.choice(pref, size=min(k, pref.size), replace=False)
+        chosen.append(np.concatenate([got, rng.choice(rest, size=k - got.size, replace=False)]))
     out = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
     return np.sort(out.astype(np.int64))
