@@ -76,3 +76,35 @@ def test_constant_scores_give_nan_not_a_verdict():
     y = np.repeat(np.arange(2), 10)
     test = ClientMembershipTest.calibrate(y, y, 99, np.random.default_rng(0))
     assert all(np.isnan(v) for v in test.evaluate(np.zeros(20), np.zeros(20)).values())
+
+
+def _small_withdrawal(seed: int):
+    from tests.conftest import tiny
+
+    return tiny(seed=seed, data={"dataset": "synthetic", "num_clients": 4, "holdout_fraction": 0.3,
+                                 "synthetic": {"samples": 600, "features": 20, "informative": 8, "classes": 4}},
+                model={"name": "logreg", "hidden": []}, train={"rounds": 3, "lr": 0.1, "local_epochs": 1},
+                events=[{"round": 3, "client": 1}], unlearning={"methods": [], "recovery_rounds": 0},
+                oracle={"n_boot": 10, "controls": 0})
+
+
+@pytest.mark.slow
+def test_retrain_pvalues_are_uniform_end_to_end(tmp_path):
+    """Over 100 seeds of a small scenario, retrain's p for the withdrawn client
+    right after the event (label t - 0.5) is uniform: retrain never saw the
+    client, so the test must not see it either (about 75 s inline)."""
+    import warnings
+
+    import fedforget
+
+    p = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "events without methods": only original and retrain are needed
+        for seed in range(100):
+            m = fedforget.run(_small_withdrawal(seed), out=tmp_path / str(seed)).metrics
+            sel = (m.arm == "retrain") & (m.metric == "client_mia_pvalue") & (m.client == 1) & (m["round"] == 2.5)
+            p.append(float(m[sel].value.iloc[0]))
+    p = np.array(p)
+    assert kstest(p, "uniform").pvalue > 0.01
+    # binomial(100, 0.05): 11 or more happens with probability 1.1%
+    assert np.sum(p <= 0.05) <= 10 and np.sum(p >= 0.95) <= 10
