@@ -74,6 +74,50 @@ def test_client_trains_without_deleted_samples_and_forgets_them():
     assert len(kept.y_forget) == len(deleted) and (kept.y_forget == 3).all()
     other = _client_data(sc, 2, drop=[0])  # the event does not concern client 2
     assert len(other.y_train) == len(fd.train_ids[2])
+    # the self-checks' non-members: the validation samples of the deleted class
+    assert kept.forget_label == 3 and full.forget_label is None
+    val = fd.validation_ids[1]
+    np.testing.assert_array_equal(kept.membership_reference()[1].numpy(), fd.y[val][fd.y[val] == 3])
+    assert len(full.membership_reference()[1]) == len(val)
+
+
+def _label_only_model():
+    """Logits that ignore the input and favour class 0: a sample's loss depends
+    on its label only, so class 0 looks like a member to a loss attack."""
+    import torch
+
+    model = torch.nn.Linear(6, 4)
+    torch.nn.init.zeros_(model.weight)
+    with torch.no_grad():
+        model.bias.copy_(torch.tensor([4.0, 0.0, 0.0, 0.0]))
+    return model
+
+
+def _deleting_client(forget_label, val_labels):
+    """Forget set: 10 class-0 samples; validation of the given labels."""
+    import torch
+
+    from fedforget.unlearning import ClientData
+
+    g = torch.Generator().manual_seed(0)
+    y_val = torch.tensor(val_labels)
+    x_f, x_v = torch.randn(10, 6, generator=g), torch.randn(len(y_val), 6, generator=g)
+    y_f = torch.zeros(10, dtype=torch.long)
+    return ClientData(1, x_f, y_f, x_v, y_val, 4, x_forget=x_f, y_forget=y_f, forget_label=forget_label)
+
+
+def test_self_check_of_a_class_deletion_compares_the_class_with_itself():
+    from fedforget.unlearning import CLIENT_OPS
+
+    val = [0] * 5 + [1, 2, 3] * 5
+    check = CLIENT_OPS["self_check"]
+    # Same class, same loss: nothing to tell members from non-members.
+    assert check(_label_only_model(), _deleting_client(0, val), {}, {}).metrics["auc"] == 0.5
+    # Against the whole validation part the class difference reads as membership.
+    whole = check(_label_only_model(), _deleting_client(None, val), {}, {}).metrics["auc"]
+    assert whole == pytest.approx((5 * 0.5 + 15 * 1.0) / 20)
+    with pytest.raises(ValueError, match="0 samples of the deleted class 0"):
+        check(_label_only_model(), _deleting_client(0, [1, 2, 3] * 5), {}, {})
 
 
 @pytest.fixture(scope="module")

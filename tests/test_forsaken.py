@@ -101,6 +101,44 @@ def test_self_check_chance_is_measured_on_the_clients_sizes():
     assert auc == 1.0 and se == pytest.approx(np.sqrt(21 / 1200))
 
 
+def test_a_class_deletion_takes_targets_and_self_check_from_that_class(monkeypatch):
+    """delete_class: the quantile targets and the self-check AUC use the
+    validation samples of the deleted class only, never the whole part."""
+    import fedforget.unlearning.forsaken.method as forsaken_method
+    from fedforget.unlearning import CLIENT_OPS
+    from fedforget.unlearning.forsaken.objective import forgetting_gradient, validation_confidence
+
+    clients, _, shape = _clients("mlp")
+    model = build_model("mlp", shape, 4, [64], seed=0)
+    c, gone = clients[0], clients[0].y_train == 2
+    data = ClientData(0, c.x_train[~gone], c.y_train[~gone], c.x_validation, c.y_validation, 4,
+                      x_forget=c.x_train[gone], y_forget=c.y_train[gone], forget_label=2)
+    seen = {}
+
+    def spy(model, names, x, y, phi_reference):
+        seen["reference"] = phi_reference
+        return forgetting_gradient(model, names, x, y, phi_reference)
+
+    monkeypatch.setattr(forsaken_method, "forgetting_gradient", spy)
+    op = CLIENT_OPS["forsaken.gradient"]
+    reply = op(model, data, {}, {})
+    same = c.y_validation == 2
+    phi_class = validation_confidence(model, c.x_validation[same], c.y_validation[same])
+    phi_forget = validation_confidence(model, data.x_forget, data.y_forget)
+    phi_whole = validation_confidence(model, c.x_validation, c.y_validation)
+    torch.testing.assert_close(seen["reference"], phi_class)
+    assert reply.metrics["auc"] == pytest.approx(membership_auc(phi_forget, phi_class)[0])
+    assert reply.metrics["auc"] != pytest.approx(membership_auc(phi_forget, phi_whole)[0])  # the check can tell
+    assert reply.metrics["steps"] == len(data.y_forget) + int(same.sum())
+    assert op(model, data, {}, {"check_only": True}).metrics["auc"] == reply.metrics["auc"]
+    one = int(torch.nonzero(same)[0])
+    keep = ~same
+    keep[one] = True
+    data.x_validation, data.y_validation = c.x_validation[keep], c.y_validation[keep]
+    with pytest.raises(ValueError, match="1 samples of the deleted class 2.*at least 2"):
+        op(model, data, {}, {})
+
+
 # ------------------------------------------------------------------------------- masks
 
 

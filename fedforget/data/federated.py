@@ -9,6 +9,10 @@ never trained on; ``data.audit_share`` of that goes to ``audit``, the rest to
 ``validation``. ``data.server_validation_fraction`` of the test split becomes the
 server's validation set.
 
+Methods and the ClientApp handlers they use see one client at a time through a
+:class:`ClientDataView`: copies of that client's train and validation rows only,
+with no path back to :class:`FederatedData`, the audit parts or the test set.
+
 Everything is derived from the scenario's data section and seed, so every process
 (the server, each Ray actor, the oracle) rebuilds identical splits locally and only
 ids ever need to be exchanged.
@@ -110,6 +114,60 @@ class FederatedData:
         planted = np.concatenate([*self.witness_ids.values(), *self.witness_audit_ids.values(), np.zeros(0, np.int64)])
         df["witness"] = np.isin(df["sample_id"].to_numpy(), planted)
         return df
+
+
+@dataclass(frozen=True, eq=False)
+class ClientDataView:
+    """What one client's ClientApp handlers and unlearning operations may read
+    (DESIGN "Data roles"): its ``train`` and ``validation`` parts.
+
+    The rows are copies made by :meth:`of`; the view keeps no reference to the
+    :class:`FederatedData` it came from, so nothing handed a view can reach an
+    audit part, another client's data or the test set.
+
+    Attributes
+    ----------
+    client, num_classes : int
+    train_ids, validation_ids : np.ndarray
+        Global ids of the client's train and validation parts (sorted).
+    x_train, y_train, x_validation, y_validation : torch.Tensor
+        Their rows, on the CPU, in id order.
+    """
+
+    client: int
+    num_classes: int
+    train_ids: np.ndarray
+    validation_ids: np.ndarray
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_validation: torch.Tensor
+    y_validation: torch.Tensor
+
+    @classmethod
+    def of(cls, fd: FederatedData, client: int) -> ClientDataView:
+        """The view of ``client``: reads ``fd`` for its train and validation ids only."""
+        if not 0 <= client < fd.num_clients:
+            raise ValueError(f"partition-id {client} out of range (num_clients = {fd.num_clients})")
+        train, validation = fd.train_ids[client].copy(), fd.validation_ids[client].copy()
+        return cls(client, fd.num_classes, train, validation, *fd.tensors(train), *fd.tensors(validation))
+
+    def forget_ids(self, event, seed: int) -> np.ndarray:
+        """The ids this client must forget after ``event`` (as :func:`forget_ids`)."""
+        return _forget_ids(self.train_ids, self.y_train.numpy(), self.num_classes, event, self.client, seed)
+
+    def train_rows(self, ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and labels of ``ids``, which must all be in its train part."""
+        ids = np.asarray(ids, dtype=np.int64)
+        pos = np.searchsorted(self.train_ids, ids)
+        if ids.size and (pos.max() >= len(self.train_ids) or not np.array_equal(self.train_ids[pos], ids)):
+            raise ValueError(f"client {self.client}: ids outside its train part")
+        pos = torch.from_numpy(pos)
+        return self.x_train[pos], self.y_train[pos]
+
+    def train_without(self, ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Its train part minus ``ids`` (the samples its deletions removed)."""
+        keep = torch.from_numpy(~np.isin(self.train_ids, ids))
+        return self.x_train[keep], self.y_train[keep]
 
 
 def _split_test(raw: RawDataset, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -259,6 +317,13 @@ def forget_ids(fd: FederatedData, event, client: int, seed: int) -> np.ndarray:
     it (at least one sample). ``delete_class``: its train samples of ``label``.
     """
     train = fd.train_ids[client]
+    return _forget_ids(train, fd.y[train], fd.num_classes, event, client, seed)
+
+
+def _forget_ids(
+    train: np.ndarray, train_labels: np.ndarray, num_classes: int, event, client: int, seed: int
+) -> np.ndarray:
+    """:func:`forget_ids` from the client's own train ids and labels only."""
     if event.kind == "withdraw":
         return train
     if event.kind == "delete_fraction":
@@ -266,9 +331,9 @@ def forget_ids(fd: FederatedData, event, client: int, seed: int) -> np.ndarray:
         n = min(len(train) - 1, max(1, int(round(event.fraction * len(train)))))
         return np.sort(rng.choice(train, size=n, replace=False))
     if event.kind == "delete_class":
-        if event.label >= fd.num_classes:
-            raise ValueError(f"delete_class label {event.label} >= number of classes {fd.num_classes}")
-        ids = train[fd.y[train] == event.label]
+        if event.label >= num_classes:
+            raise ValueError(f"delete_class label {event.label} >= number of classes {num_classes}")
+        ids = train[train_labels == event.label]
         if len(ids) == 0:
             raise ValueError(f"client {client} has no train samples of class {event.label} to delete")
         if len(ids) == len(train):

@@ -24,7 +24,7 @@ from flwr.clientapp import ClientApp
 
 from fedforget.config import Scenario, load_scenario, scenario_from_dict
 from fedforget.data import federated_data_for
-from fedforget.data.federated import forget_ids
+from fedforget.data.federated import ClientDataView
 from fedforget.flower.arrays import record_to_state
 from fedforget.models import build_model, get_device
 from fedforget.schedule import client_fails
@@ -60,29 +60,27 @@ def _event_list(raw) -> list[int]:
 
 
 def _client_data(scenario: Scenario, pid: int, drop: list[int] = (), forget_event: int | None = None) -> ClientData:
-    """The client's data in an arm: its train part minus the samples deleted by
-    the events in ``drop`` (a deletion happens on the client: the data is simply
-    no longer used), and the forget set of ``forget_event`` (if it concerns it)."""
-    fd = federated_data_for(scenario)
-    if not 0 <= pid < fd.num_clients:
-        raise ValueError(f"partition-id {pid} out of range (num_clients = {fd.num_clients})")
+    """The client's data in an arm, built from its :class:`ClientDataView` only:
+    its train part minus the samples deleted by the events in ``drop`` (a
+    deletion happens on the client: the data is simply no longer used), and the
+    forget set of ``forget_event`` (if it concerns it)."""
+    view = ClientDataView.of(federated_data_for(scenario), pid)
+    events, seed = scenario.events, scenario.seed
+    deletions = [events[e] for e in drop if pid in events[e].client_ids and not events[e].withdraws]
+    removed = [view.forget_ids(ev, seed) for ev in deletions]
+    forget, label = None, None
+    if forget_event is not None and pid in events[forget_event].client_ids:
+        ev = events[forget_event]
+        forget = view.forget_ids(ev, seed)
+        label = ev.label if ev.kind == "delete_class" else None
     device = get_device(scenario.runtime.device)
-    train = fd.train_ids[pid]
-    removed = [
-        forget_ids(fd, scenario.events[e], pid, scenario.seed)
-        for e in drop
-        if pid in scenario.events[e].client_ids and not scenario.events[e].withdraws
-    ]
-    if removed:
-        train = np.setdiff1d(train, np.concatenate(removed))
-    forget = None
-    if forget_event is not None and pid in scenario.events[forget_event].client_ids:
-        forget = forget_ids(fd, scenario.events[forget_event], pid, scenario.seed)
-    # Data lives where the model computes (client ops mix both freely).
-    x, y = (t.to(device) for t in fd.tensors(train))
-    xh, yh = (t.to(device) for t in fd.client_validation(pid))
-    xf, yf = (t.to(device) for t in fd.tensors(forget)) if forget is not None else (None, None)
-    return ClientData(pid, x, y, xh, yh, fd.num_classes, device, xf, yf)
+    return ClientData.from_view(view, device, np.concatenate(removed) if removed else None, forget, label)
+
+
+def _reference_train_data(scenario: Scenario, ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The samples an oracle reference federation trains this client on
+    (auditor-side simulation, not the protocol; no method reaches this)."""
+    return federated_data_for(scenario).tensors(ids)
 
 
 def _model(scenario: Scenario, arrays: ArrayRecord, device: torch.device) -> torch.nn.Module:
@@ -186,7 +184,7 @@ def make_client_app(scenarios: list[Scenario] | None = None) -> ClientApp:
         if "train_ids" in message.content.array_records:
             # The oracle's reference training (simulation-only, not the
             # protocol): train on the given sample ids instead.
-            x, y = federated_data_for(sc).tensors(message.content["train_ids"]["ids"].numpy())
+            x, y = _reference_train_data(sc, message.content["train_ids"]["ids"].numpy())
         steps, loss = _train_epochs(sc, model, x, y, epochs, int(cfg["seed"]), data.device)
         arrays = ArrayRecord({k: v.cpu() for k, v in model.state_dict().items()})
         metrics = {"num-examples": len(y), "steps": steps, "train-loss": loss}

@@ -86,6 +86,10 @@ class Attack(ABC):
     Subclasses implement :meth:`score`. ``params`` holds the constructor
     hyper-parameters and, after :meth:`fit`, the fitted ``threshold`` and the
     ``calibration_balanced_accuracy``.
+
+    The constructor takes keyword parameters only and validates them with the
+    attack's :attr:`Params`, which is also where every default lives: a scenario
+    table and a direct ``Attack(...)`` call get the same attack.
     """
 
     name: str = ""
@@ -98,8 +102,8 @@ class Attack(ABC):
     supports_deletions: ClassVar[bool] = True
 
     def __init__(self, **params: Any) -> None:
-        self.params: dict[str, Any] = dict(params)
-        self._ctor_params = dict(params)
+        self.params: dict[str, Any] = self.Params.model_validate(params).model_dump()
+        self._ctor_params = dict(self.params)
         self.threshold: float | None = None
 
     @abstractmethod
@@ -155,6 +159,8 @@ class LossThresholdAttack(Attack):
 class PopulationAttack(Attack):
     """Logistic regression on standardised output features, one model for all samples.
 
+    Keyword parameters only; their defaults are those of :attr:`Params`.
+
     Parameters
     ----------
     C : float
@@ -179,8 +185,8 @@ class PopulationAttack(Attack):
 
     FEATURES: tuple[str, ...] = ("loss", "max_confidence", "entropy", "modified_entropy", "logit_scaled")
 
-    def __init__(self, C: float = 1.0, max_iter: int = 1000, class_weight: str | None = "balanced") -> None:
-        super().__init__(C=C, max_iter=max_iter, class_weight=class_weight)
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
         self.model_ = None
 
     def _x(self, stats: SampleStats) -> np.ndarray:
@@ -245,15 +251,18 @@ class LiraAttack(Attack):
     """Likelihood-ratio attack with per-example Gaussians (Carlini et al. 2022).
 
     Call :meth:`fit_reference` with shadow-model statistics first, then
-    :meth:`fit` for the threshold.
+    :meth:`fit` for the threshold. Keyword parameters only; their defaults are
+    those of :attr:`Params`.
 
     Parameters
     ----------
     fixed_variance : bool
         Share one (pooled) standard deviation across examples instead of a
-        per-example one.
+        per-example one (default True, Carlini et al.'s choice for few shadows).
     std_floor : float
         Lower bound on every standard deviation (one shadow gives std 0).
+    shadows, online : int, bool
+        Reference federations per kind, and whether IN federations are trained too.
 
     Notes
     -----
@@ -281,10 +290,8 @@ class LiraAttack(Attack):
                 raise ValueError("shadows must be >= 2 for online LiRA (each sample is IN in half of them)")
             return self
 
-    def __init__(
-        self, fixed_variance: bool = False, std_floor: float = 1e-3, shadows: int = 4, online: bool = False
-    ) -> None:
-        super().__init__(fixed_variance=fixed_variance, std_floor=std_floor, shadows=shadows, online=online)
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
         self.mu_in: np.ndarray | None = None
         self.sigma_in: np.ndarray | None = None
         self.mu_out: np.ndarray | None = None
@@ -428,12 +435,12 @@ ATTACKS: dict[str, type[Attack]] = {
 
 
 def get_attack(name: str, **params: Any) -> Attack:
-    """Instantiate the attack registered under ``name`` with validated ``params``."""
+    """Instantiate the attack registered under ``name`` (its constructor validates ``params``)."""
     try:
         cls = ATTACKS[name]
     except KeyError:
         raise ValueError(f"unknown attack {name!r}; known attacks: {sorted(ATTACKS)}") from None
-    return cls(**cls.Params.model_validate(params).model_dump())
+    return cls(**params)
 
 
 def lira_in_masks(n_samples: int, n_shadows: int, seed: int) -> np.ndarray:

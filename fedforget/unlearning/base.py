@@ -12,12 +12,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
+
+if TYPE_CHECKING:
+    from fedforget.data.federated import ClientDataView
 
 
 class MethodParams(BaseModel):
@@ -64,6 +67,9 @@ class ClientData:
     statistics); it never sees the oracle's audit part. ``x_forget``/``y_forget``:
     the data the current event asks it to forget (its whole former train part
     when it withdraws, the deleted samples otherwise); defaults to the train part.
+    ``forget_label``: the deleted class of a ``delete_class`` event, else None
+    (see :meth:`membership_reference`). In a run it is built by
+    :meth:`from_view`, from the client's :class:`~fedforget.data.federated.ClientDataView`.
     """
 
     partition_id: int
@@ -75,10 +81,67 @@ class ClientData:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     x_forget: torch.Tensor | None = None
     y_forget: torch.Tensor | None = None
+    forget_label: int | None = None
 
     def __post_init__(self) -> None:
         if self.x_forget is None:
             self.x_forget, self.y_forget = self.x_train, self.y_train
+
+    @classmethod
+    def from_view(
+        cls,
+        view: ClientDataView,
+        device: torch.device,
+        removed: np.ndarray | None = None,
+        forget: np.ndarray | None = None,
+        forget_label: int | None = None,
+    ) -> ClientData:
+        """A client's data from its view (nothing else is read), on ``device``.
+
+        Parameters
+        ----------
+        view : ClientDataView
+        device : torch.device
+            Where the model computes (client ops mix data and model freely).
+        removed : np.ndarray, optional
+            Train ids its deletions removed (it no longer trains on them).
+        forget : np.ndarray, optional
+            Train ids of the current event's forget set (default: the train part).
+        forget_label : int, optional
+            The deleted class of a ``delete_class`` event.
+        """
+        def on(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
+        x, y = view.train_without(removed) if removed is not None else (view.x_train, view.y_train)
+        xf, yf = view.train_rows(forget) if forget is not None else (None, None)
+        return cls(view.client, on(x), on(y), on(view.x_validation), on(view.y_validation), view.num_classes,
+                   device, on(xf), on(yf), forget_label)
+
+    def membership_reference(self, min_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """The non-members a self-check compares the forget data with.
+
+        Its validation part; for a ``delete_class`` event only its validation
+        samples of the deleted class: against the whole part, a self-check would
+        measure how the class differs from the others, not membership.
+
+        Raises
+        ------
+        ValueError
+            For a ``delete_class`` event whose class has fewer than
+            ``min_samples`` validation samples here: no like-for-like comparison
+            exists, and comparing across classes would be silently wrong.
+        """
+        if self.forget_label is None:
+            return self.x_validation, self.y_validation
+        keep = self.y_validation == self.forget_label
+        if int(keep.sum()) < min_samples:
+            raise ValueError(
+                f"client {self.partition_id}: its validation part has {int(keep.sum())} samples of the deleted "
+                f"class {self.forget_label}, and a self-check on a delete_class event needs at least {min_samples} "
+                f"(it compares the class with itself); raise data.holdout_fraction or lower data.audit_share"
+            )
+        return self.x_validation[keep], self.y_validation[keep]
 
 
 @dataclass
@@ -145,10 +208,11 @@ class Federation(Protocol):
         aggregated)."""
 
     def self_check(self, model: nn.Module) -> float:
-        """The withdrawing clients' own loss-based membership AUC of their train
-        part against their validation part (computed and reported by the clients;
+        """The withdrawing clients' own loss-based membership AUC of their forget
+        data against their validation part (computed and reported by the clients;
         the mean over withdrawing clients, weighted by their sizes); computed
-        against the clients' validation parts, never the oracle's audit data."""
+        against the clients' validation parts (for a ``delete_class`` event their
+        samples of that class), never the oracle's audit data."""
 
     def seed(self, *parts: int | str) -> int:
         """A seed for the method's own randomness, derived from the scenario seed."""
@@ -240,14 +304,17 @@ def register_method(cls: type[UnlearningMethod]) -> type[UnlearningMethod]:
 
 def self_check_op(model: nn.Module, data: ClientData, arrays: dict[str, np.ndarray], config: dict[str, Any]) -> ClientReply:
     """Client op ``self_check``: loss-based membership AUC of the client's forget
-    data (members) against its validation part. Only the AUC leaves the client."""
+    data (members) against its validation part (its samples of the deleted class
+    for a ``delete_class`` event; :meth:`ClientData.membership_reference`). Only
+    the AUC leaves the client."""
     from sklearn.metrics import roc_auc_score
     from torch.nn import functional as F
 
+    x_ref, y_ref = data.membership_reference()
     with torch.no_grad():
         model.eval()
         s_in = -F.cross_entropy(model(data.x_forget.to(data.device)), data.y_forget.to(data.device), reduction="none")
-        s_out = -F.cross_entropy(model(data.x_validation.to(data.device)), data.y_validation.to(data.device), reduction="none")
+        s_out = -F.cross_entropy(model(x_ref.to(data.device)), y_ref.to(data.device), reduction="none")
     scores = torch.cat([s_in, s_out]).cpu().numpy()
     labels = np.r_[np.ones(len(s_in)), np.zeros(len(s_out))]
     auc = float(roc_auc_score(labels, scores)) if len(s_out) and len(s_in) else float("nan")

@@ -17,7 +17,8 @@ Server side (the server owns the mask, the generator and the loop; DESIGN rule 3
    self-check AUC), not just the last one.
 
 Nothing here reads the oracle's audit part or the test set: the self-check uses
-the clients' validation parts, the guard the server's validation set.
+the clients' validation parts (for a ``delete_class`` event only their samples of
+that class), the guard the server's validation set.
 """
 
 from __future__ import annotations
@@ -87,11 +88,15 @@ def _send(grads: dict[str, Tensor], mask: NeuronMask | None) -> dict[str, np.nda
 def _op_gradient(model: nn.Module, data: ClientData, arrays: dict, config: dict[str, Any]) -> ClientReply:
     """Withdrawing client: its self-check on this model and (unless
     ``check_only``) the forgetting gradient of every maskable layer, or of the
-    masked rows given in ``rows/<layer>``. Steps: a forward pass over its
-    validation part and one over its forget data (with backward unless
-    ``check_only``), each sample counted as a full step."""
+    masked rows given in ``rows/<layer>``. Both compare the forget data with
+    its validation part, or with its validation samples of the deleted class
+    for a ``delete_class`` event (:meth:`ClientData.membership_reference`; the
+    quantile targets need two). Steps: a forward pass over that reference and
+    one over its forget data (with backward unless ``check_only``), each sample
+    counted as a full step."""
     names, mask = _names(model, arrays)
-    phi_val = validation_confidence(model, data.x_validation, data.y_validation)
+    x_ref, y_ref = data.membership_reference(min_samples=2)
+    phi_val = validation_confidence(model, x_ref, y_ref)
     out: dict[str, np.ndarray] = {}
     if config.get("check_only", False):
         phi_f = validation_confidence(model, data.x_forget, data.y_forget)
@@ -100,7 +105,7 @@ def _op_gradient(model: nn.Module, data: ClientData, arrays: dict, config: dict[
         out = _send(grads, mask)
     auc, se = membership_auc(phi_f, phi_val)
     n = float(len(data.y_forget))
-    return ClientReply(out, {"auc": auc, "auc_se": se, "n": n, "steps": n + len(data.y_validation)})
+    return ClientReply(out, {"auc": auc, "auc_se": se, "n": n, "steps": n + len(y_ref)})
 
 
 def _op_retain(model: nn.Module, data: ClientData, arrays: dict, config: dict[str, Any]) -> ClientReply:

@@ -5,7 +5,9 @@ Membership shows per sample: a member's logit-scaled confidence
 ``log(1 + exp(-phi))``, so a loss attack ranks samples by it too) sits above
 what non-members of the same distribution get. The forgetting objective moves
 each forget sample's ``phi`` to a target drawn from the client's own
-**validation** part (never trained on): the forget samples are ranked by
+**validation** part (never trained on; for a ``delete_class`` event only its
+samples of the deleted class, so the target is that class's non-member
+confidence, not a mixture of all classes'): the forget samples are ranked by
 ``phi`` and the ``r``-th of ``n`` gets the ``(r + 0.5) / n`` quantile of the
 validation ``phi`` (optimal transport between the two one-dimensional
 distributions). The objective is ``mean((phi_i - target_i)^2) / var(phi_val)``,
