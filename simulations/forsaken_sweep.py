@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fedforget.analysis.stats import SIGNAL_AUC  # the project's one "the oracle sees the client" threshold
 from fedforget.config import Scenario, load_scenario, scenario_from_dict
 from fedforget.data.federated import build_federated_data
 from fedforget.models import build_model
@@ -206,9 +207,6 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.out, index=False)
     print(summary(df))
-
-
-SIGNAL_AUC = 0.55  # below it the oracle does not see the client: FR is "no signal"
 
 
 def summary(df: pd.DataFrame) -> str:

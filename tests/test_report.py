@@ -71,6 +71,8 @@ def make_fake_run(
     events: bool = True,
     client_test: bool = False,
     witness: str | None = None,
+    witness_signal: bool = True,
+    relapse: str | None = None,
 ) -> Path:
     """Write a synthetic finished run directory in the run loop's layout.
 
@@ -95,13 +97,22 @@ def make_fake_run(
     events : bool
         With ``False``, a run without withdrawal: original only, test accuracy.
     client_test : bool
-        Write ``client_mia_z`` / ``client_mia_pvalue`` for the withdrawn client
-        and the controls, every arm from t - 0.5 on and original at t - 1 (see
-        ``client_p``).
+        Write ``client_mia_z`` / ``client_mia_pvalue`` / ``client_mia_mde``
+        (``MDE``) for the withdrawn client and the controls, every arm from
+        t - 0.5 on and original at t - 1 (see ``client_p``), and the methods'
+        ``relapse_auc`` / ``relapse_z`` / ``relapse_flag`` at the last round.
     witness : str, optional
         The withdrawal event's witness (``backdoor``, ``canary``): in the
         scenario and the event log, with ``witness_accuracy`` rows for the
-        withdrawn client (every arm, from t - 0.5 on).
+        withdrawn client (every arm, from t - 0.5 on) and ``witness_mia_auc``
+        with its ``_lo`` / ``_hi`` bounds (original at t - 1 too).
+    witness_signal : bool
+        With ``False``, original's witness AUC interval at calibration includes 0.5.
+    relapse : str, optional
+        A method that relapses (with ``client_test``): not detected right after
+        its step (p = 0.3), detected from round t + 1 on (p = 0.01), its
+        ``relapse_flag`` 1 and its relapse gaps ``RELAPSE_AUC`` / ``RELAPSE_Z``
+        (plus noise); the other methods' gaps near 0.
 
     Returns
     -------
@@ -170,17 +181,22 @@ def make_fake_run(
             for arm in arms:
                 for r in [half, *(float(x) for x in range(event_round, rounds + 1))]:
                     for c in (withdrawn, *controls):
-                        p = client_p(arm, r, c, half)
-                        rows += [(arm, r, c, "client_mia_pvalue", p), (arm, r, c, "client_mia_z", _norm_isf(p))]
+                        rows += _client_test_rows(arm, r, c, half, arm == relapse)
             for c in (withdrawn, *controls):
-                p = client_p("original", event_round - 1.0, c, half)
-                rows += [("original", event_round - 1.0, c, "client_mia_pvalue", p),
-                         ("original", event_round - 1.0, c, "client_mia_z", _norm_isf(p))]
+                rows += _client_test_rows("original", event_round - 1.0, c, half, False)
+            for m in methods:
+                gaps = (RELAPSE_AUC, RELAPSE_Z) if m == relapse else (0.0, 0.0)
+                rows += [(m, float(rounds), withdrawn, "relapse_auc", gaps[0] + rng.normal(0, 0.005)),
+                         (m, float(rounds), withdrawn, "relapse_z", gaps[1] + rng.normal(0, 0.2)),
+                         (m, float(rounds), withdrawn, "relapse_flag", float(m == relapse))]
         if witness is not None:
+            cal_w = 0.8 if witness_signal else 0.52
+            rows += _witness_auc_rows("original", event_round - 1.0, withdrawn, cal_w)
             for arm in arms:
                 for r in [half, *(float(x) for x in range(event_round, rounds + 1))]:
                     gone = arm == "retrain" or (arm in methods and r > half)
                     rows.append((arm, r, withdrawn, "witness_accuracy", (0.1 if gone else 0.9) + rng.normal(0, 0.01)))
+                    rows += _witness_auc_rows(arm, r, withdrawn, (0.5 if gone else cal_w) + rng.normal(0, 0.01))
         # Method arms exist from the event on and share original's prefix (rounds
         # <= t - 1, calibration rows included), as the run loop writes them; the
         # report reads the calibration point from original.
@@ -232,17 +248,37 @@ def make_fake_run(
     return out
 
 
-def client_p(arm: str, rnd: float, client: int, half: float) -> float:
+MDE = 0.042  # the fake client-level test's detectable shift of the mean score
+RELAPSE_AUC, RELAPSE_Z = 0.06, 2.5  # the relapsing method's gaps (last round minus right after its step)
+WITNESS_HALF_WIDTH = 0.1  # of the fake witness AUC's bootstrap interval
+
+
+def client_p(arm: str, rnd: float, client: int, half: float, relapsing: bool = False) -> float:
     """The fake client-level p-value: below 0.001 where the model holds the
     client's data (original and ``none`` always, the other methods right after
     their step, the controls on every arm), ``base + 0.01 * round`` for
-    retrain and the recovered methods (so the rounds are told apart)."""
+    retrain and the recovered methods (so the rounds are told apart). A
+    relapsing method: 0.3 right after its step, 0.01 from round half + 1.5 on."""
     base = {"original": 1e-5, "retrain": 0.4, "forsaken": 0.2, "pga": 0.3, "none": 1e-6}.get(arm, 0.5)
     if client != 2:  # controls stay in the model
         return 2e-4 + 1e-5 * rnd
+    if relapsing:
+        return 0.3 if rnd <= half + 0.5 else 0.01
     if arm in ("original", "none"):
         return base
     return 0.0005 if rnd == half and arm != "retrain" else base + 0.01 * rnd
+
+
+def _client_test_rows(arm: str, rnd: float, client: int, half: float, relapsing: bool) -> list[tuple]:
+    p = client_p(arm, rnd, client, half, relapsing)
+    return [(arm, rnd, client, "client_mia_pvalue", p), (arm, rnd, client, "client_mia_z", _norm_isf(p)),
+            (arm, rnd, client, "client_mia_mde", MDE)]
+
+
+def _witness_auc_rows(arm: str, rnd: float, client: int, auc: float) -> list[tuple]:
+    return [(arm, rnd, client, "witness_mia_auc", auc),
+            (arm, rnd, client, "witness_mia_auc_lo", auc - WITNESS_HALF_WIDTH),
+            (arm, rnd, client, "witness_mia_auc_hi", auc + WITNESS_HALF_WIDTH)]
 
 
 def _norm_isf(p: float) -> float:
@@ -643,18 +679,20 @@ def test_client_p_columns_come_from_the_event_and_last_round(tmp_path):
         name = arm.split(" ")[0]
         for header, rnd in (("client p at the event", 3.5), ("client p at the last round", 6.0)):
             p = metric_value(run, name, rnd, 2, "client_mia_pvalue")
-            assert table[arm][header] == ("<0.001" if p < 0.001 else f"{p:.3f}"), (arm, header)
+            word = "detected" if p < 0.05 else "not detected"
+            assert table[arm][header] == ("<0.001" if p < 0.001 else f"{p:.3f}") + f", {word}", (arm, header)
     # the fake: pga 0.0005 right after its step, 0.36 at the last round; retrain 0.435 and 0.46
-    assert table["pga"]["client p at the event"] == "<0.001"
-    assert table["pga"]["client p at the last round"] == "0.360"
-    assert table["retrain (reference)"]["client p at the event"] == "0.435"
-    assert table["original (reference)"]["client p at the last round"] == "<0.001"
+    assert table["pga"]["client p at the event"] == "<0.001, detected"
+    assert table["pga"]["client p at the last round"] == "0.360, not detected"
+    assert table["retrain (reference)"]["client p at the event"] == "0.435, not detected"
+    assert table["original (reference)"]["client p at the last round"] == "<0.001, detected"
     assert "median p over the seeds" in text  # the column titles say how seeds are combined
     controls = table_with(text, "client 0 client p at the last round")
-    assert all(row["client 0 client p at the last round"] == "<0.001" for row in controls.values())
+    assert all(row["client 0 client p at the last round"] == "<0.001, detected" for row in controls.values())
     assert "client 3 client p at the last round" in next(iter(controls.values()))
     section = text.split("How to read this report", 1)[1]
-    assert "<b>Client-level test</b>" in section and "pseudo-clients" in section and "uniform" in section
+    assert "<b>Client-level test</b>" in section and "never-trained data" in section and "uniform" in section
+    assert "<i>not detected</i>, which is not proof of forgetting" in section and "80% of the time" in section
     assert "<b>Backdoor success</b>" in section
 
 
@@ -667,8 +705,8 @@ def test_client_p_median_across_seeds(tmp_path):
            "value"] = 0.9
     df.to_parquet(root / "seed-0" / "metrics.parquet", index=False)
     table = method_table(write_report(root).read_text())
-    assert table["pga"]["client p at the last round"] == "0.360 (median)"
-    assert table["pga"]["client p at the event"] == "<0.001 (median)"
+    assert table["pga"]["client p at the last round"] == "0.360 (median), not detected"
+    assert table["pga"]["client p at the event"] == "<0.001 (median), detected"
 
 
 def test_runs_without_client_test_have_no_client_p_columns(single_report):
@@ -694,3 +732,161 @@ def test_backdoor_witness_label_and_figure(tmp_path):
     assert "witness acc" in method_table(canary)["pga"]
     assert "backdoor success (triggered test)" not in canary and "backdoor success vs round" not in canary
     assert canary.count("<img ") == plain.count("<img ")
+
+
+# ------------------------------------------- paired verdicts, power, witness signal, relapse
+
+
+def rows_of(text: str, header: str) -> list[dict[str, str]]:
+    """Every row of the first table having a column ``header``, as dicts."""
+    for rows in tables(text):
+        if rows and header in rows[0]:
+            return [dict(zip(rows[0], r, strict=True)) for r in rows[1:]]
+    raise AssertionError(f"no table with a column {header!r}")
+
+
+def verdict_rows(text: str) -> dict[tuple[str, str], dict[str, str]]:
+    """The paired-verdict table: (method, metric label) -> row."""
+    return {(r["method"], r["metric (margin)"].split(" (±")[0]): r for r in rows_of(text, "verdict at the event")}
+
+
+def test_multi_seed_report_shows_paired_verdicts(tmp_path):
+    from fedforget.analysis.verdicts import VERDICT_LABELS, VERDICT_MARGINS, paired_verdict
+
+    root = tmp_path / "multi"
+    for s in range(3):
+        make_fake_run(root / f"seed-{s}", seed=s, client_test=True)
+    text = write_report(root).read_text()
+    table = verdict_rows(text)
+    assert {m for m, _ in table} == set(METHODS)
+    for m in METHODS:
+        for metric, label in ((k, VERDICT_LABELS[k]) for k in VERDICT_MARGINS):
+            row = table[(m, label)]
+            assert row["metric (margin)"] == f"{label} (± {VERDICT_MARGINS[metric]:g})"
+            client = None if metric == "test_accuracy" else 2
+            for where, rnd in (("at the event", 3.5), ("at the last round", 6.0)):
+                diffs = [metric_value(root / f"seed-{s}", m, rnd, client, metric)
+                         - metric_value(root / f"seed-{s}", "retrain", rnd, client, metric) for s in range(3)]
+                want = paired_verdict(diffs, metric)
+                assert row[f"gap {where}"] == want.gap_text(), (m, metric, where)
+                assert row[f"verdict {where}"] == want.verdict_text(), (m, metric, where)
+    assert re.fullmatch(r"[+-]\d\.\d{3} ± \d\.\d{3}", table[("forsaken", "MIA AUC")]["gap at the event"])
+    # the fake: every method's AUC right after its step is far above retrain's
+    assert all(table[(m, "MIA AUC")]["verdict at the event"] == "worse" for m in METHODS)
+    assert "Δ AUC vs retrain" not in text and "Δ test acc vs retrain" not in text
+    assert "✓" not in text and "✗" not in text
+    section = text.split("How to read this report", 1)[1]
+    assert "<b>Paired verdicts against retrain</b>" in section and "MIA AUC ± 0.02" in section
+
+
+def test_single_run_verdicts_say_one_seed(single_report):
+    table = verdict_rows(single_report.read_text())
+    assert table and all(r["verdict at the event"] == r["verdict at the last round"] == "one seed, no interval"
+                         for r in table.values())
+    assert re.fullmatch(r"[+-]\d\.\d{3}", table[("pga", "FR")]["gap at the last round"])
+    assert ("pga", "client-level z") not in table  # the run has no client-level test
+
+
+def test_fr_verdicts_without_signal(tmp_path):
+    run = make_fake_run(tmp_path / "run", scores=False)
+    df = pd.read_parquet(run / "metrics.parquet")
+    df.loc[(df.arm == "original") & (df["round"] == 3) & (df.client == 2) & (df.metric == "mia_auc"), "value"] = 0.55
+    df.to_parquet(run / "metrics.parquet", index=False)
+    table = verdict_rows(write_report(run).read_text())
+    assert table[("pga", "FR")]["verdict at the event"] == table[("pga", "FR")]["verdict at the last round"] == \
+        "no signal"
+    assert table[("pga", "MIA AUC")]["verdict at the event"] == "one seed, no interval"
+
+
+def test_not_detected_is_never_forgotten_and_gives_the_power(tmp_path):
+    run = make_fake_run(tmp_path / "run", client_test=True)
+    text = write_report(run).read_text()
+    assert ("<li>retrain at the last round (round 6): p = 0.460, not detected; the test detects a shift ≥ 0.0420 in "
+            "mean score 80% of the time at this client&#x27;s size and pool.</li>") in text
+    assert "<li>pga at the last round (round 6): p = 0.360, not detected;" in text
+    assert "<li>pga right after the step" not in text  # detected there (p < 0.001): no power line
+    visible = re.sub(r'src="data:[^"]*"', "", text)
+    for piece in re.findall(r"<(?:td|li|p)[^>]*>([^<]*not detected[^<]*)<", visible):
+        assert not re.search(r"\b(forgot|forgotten|forgets)\b", piece), piece
+    assert not re.search(r"p = [^<]*\b(forgot|forgotten|forgets)\b", visible)
+    # without client_mia_mde the power is said to be unknown, not guessed
+    df = pd.read_parquet(run / "metrics.parquet")
+    df[df.metric != "client_mia_mde"].to_parquet(run / "metrics.parquet", index=False)
+    assert "its power is unknown (no client_mia_mde in this run)" in write_report(run).read_text()
+
+
+def test_witness_auc_interval_and_no_signal(tmp_path):
+    run = make_fake_run(tmp_path / "seen", witness="canary")
+    text = write_report(run).read_text()
+    auc = metric_value(run, "pga", 6.0, 2, "witness_mia_auc")
+    lo, hi = (metric_value(run, "pga", 6.0, 2, f"witness_mia_auc_{k}") for k in ("lo", "hi"))
+    assert method_table(text)["pga"]["witness AUC"] == f"{auc:.3f} [{lo:.3f}, {hi:.3f}]"
+    assert "its interval excludes 0.5, so the oracle sees the planted witnesses" in text
+
+    blind = make_fake_run(tmp_path / "blind", witness="canary", witness_signal=False)
+    text = write_report(blind).read_text()
+    for arm, row in method_table(text).items():
+        assert row["witness AUC"] == row["witness FR"] == row["witness FR (fixed FPR)"] == "no signal", arm
+        assert re.fullmatch(r"0\.\d{3}", row["witness acc"]), arm  # not an oracle verdict: still shown
+    assert "its interval includes 0.5: no signal" in text
+
+    root = tmp_path / "multi"
+    for s in range(3):
+        make_fake_run(root / f"seed-{s}", seed=s, witness="canary", witness_signal=s != 0)
+    text = write_report(root).read_text()
+    assert "In 1 of 3 seeds its bootstrap interval includes 0.5" in text
+    assert method_table(text)["pga"]["witness AUC"].endswith("(2 of 3 seeds; 1 no signal)")
+
+
+def test_relapse_table_and_flag(tmp_path):
+    root = tmp_path / "multi"
+    for s in range(3):
+        make_fake_run(root / f"seed-{s}", seed=s, client_test=True, relapse="forsaken")
+    text = write_report(root).read_text()
+    rows = {r["method"]: r for r in rows_of(text, "AUC relapse verdict")}
+    values = [metric_value(root / f"seed-{s}", "forsaken", 6.0, 2, "relapse_auc") for s in range(3)]
+    est = t_interval(values)
+    assert rows["forsaken"]["AUC relapse"] == f"{est.mean:+.3f} ± {(est.hi - est.lo) / 2:.3f}"
+    assert rows["forsaken"]["AUC relapse verdict"] == "worse"
+    assert rows["forsaken"]["z relapse verdict"] == "worse"
+    assert rows["pga"]["AUC relapse verdict"] != "worse"
+    assert ("relapse: forsaken (seed 0; flagged in 3 of 3 seeds): not detected right after its step (p = 0.300), "
+            "detected again at round 5 (p = 0.010): the federation re-taught what it was meant to forget.") in text
+    assert "relapse: pga" not in text and "relapse: none" not in text
+    section = text.split("How to read this report", 1)[1]
+    assert "<b>Relapse</b>" in section and "a model the federation re-teaches was not unlearned" in section
+
+    single = write_report(make_fake_run(tmp_path / "one", client_test=True, relapse="pga")).read_text()
+    assert ("relapse: pga: not detected right after its step (p = 0.300), detected again at round 5 (p = 0.010): "
+            "the federation re-taught what it was meant to forget.") in single
+    assert "<h3>Relapse" not in write_report(make_fake_run(tmp_path / "none")).read_text()  # no relapse rows
+
+
+def test_over_unlearning_note_names_the_noise_model(single_report):
+    text = single_report.read_text()
+    assert "by more than the 95% interval of the difference of the two accuracies" in text
+    assert "2 points" not in text
+
+
+def test_study_report_shows_paired_verdicts_per_cell(tmp_path):
+    import fedforget
+    from fedforget.analysis.verdicts import VERDICT_LABELS
+
+    root = tmp_path / "study"
+    axes = {"train.lr": ["0.1", "0.3"]}
+    cells = [{"cell": i, "dir": f"cell-{i:03d}", "values": {"train.lr": v}} for i, v in enumerate(axes["train.lr"])]
+    for c in cells:
+        for s in range(3):
+            make_fake_run(root / c["dir"] / f"seed-{s}", seed=10 * c["cell"] + s, client_test=True)
+    (root / "study.json").write_text(json.dumps({"config": "fake.toml", "axes": axes, "zip": False, "seeds": 3,
+                                                 "cells": cells}))
+    text = write_report(root).read_text()
+    assert text.count("<h2>") == 2 and "Paired verdicts against retrain" in text
+    rows = rows_of(text, "verdict at the last round")
+    assert len(rows) == 2 * len(METHODS) * 6
+    want = fedforget.load(root).verdicts("final").set_index(["cell", "arm", "metric"])
+    row = next(r for r in rows if r["cell"] == "1" and r["method"] == "pga" and r["metric (margin)"].startswith("FR ("))
+    w = want.loc[(1, "pga", "fr")]
+    assert row["gap at the last round"] == f"{w['mean']:+.3f} ± {(w.hi - w.lo) / 2:.3f}"
+    assert row["verdict at the last round"].split(" (")[0] == w.verdict and row["seeds"] == "3"
+    assert row["metric (margin)"] == f"{VERDICT_LABELS['fr']} (± 0.05)"

@@ -45,7 +45,7 @@ def row_values(run: Run, arm: str, client: int, T: float, event_round: int) -> d
     """One run's table values for one arm and withdrawn client (NaN where absent).
 
     Keys: ``<metric>@event`` at t - 0.5, ``<metric>`` at the last round (each
-    with ``_lo``/``_hi``), deltas to retrain, TPRs, and the cost record at t
+    with ``_lo``/``_hi``), TPRs, and the cost record at t
     (bytes in MB; ``cost_bytes_total`` = up + down)."""
     v: dict[str, float] = {}
     at = event_point(event_round)
@@ -58,8 +58,6 @@ def row_values(run: Run, arm: str, client: int, T: float, event_round: int) -> d
     for m in TPR_FPR:
         v[m] = tpr_if_enough(run, arm, T, client, m)
     v["test_accuracy"] = run.value(arm, T, GLOBAL, "test_accuracy")
-    v["d_test_accuracy"] = v["test_accuracy"] - run.value(RETRAIN, T, GLOBAL, "test_accuracy")
-    v["d_mia_auc"] = v["mia_auc"] - run.value(RETRAIN, T, client, "mia_auc")
     for key in (*COST_METRICS, *RETRAIN_YARDSTICK):
         x = run.value(arm, event_round, GLOBAL, key)
         v[key] = x / 1e6 if "bytes" in key and not key.startswith("speedup") else x  # bytes shown as MB

@@ -16,21 +16,24 @@ import math
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from fedforget.analysis.stats import Estimate, NAN, band_across, bounds, estimate_of, finite, t_interval
+from fedforget.analysis.stats import (NAN, NO_SIGNAL, SIGNAL_AUC, Estimate, band_across, bounds, estimate_of, finite,
+                                      t_interval)
+from fedforget.analysis.verdicts import GLOBAL_METRICS, PairedVerdict, paired_verdict
 from fedforget.schedule import ORIGINAL, RETRAIN
 
 
 GLOBAL = -1  # client id standing for the global (client = NA) rows
-SIGNAL_AUC = 0.65  # below this (at calibration) the oracle barely sees the client: FR has no signal
 REQUIRED_COLUMNS = ("arm", "round", "client", "metric", "value")
 FR_METRICS = ("fr", "fr_fixed_fpr", "fr_transition")  # meaningless for a client without signal
+# the oracle's witness metrics: meaningless when original's witness AUC interval at calibration includes 0.5
+WITNESS_METRICS = ("witness_mia_auc", "witness_fr", "witness_fr_fixed_fpr")
 ACROSS_SEEDS_LABEL = "across-seed 95% interval"
 ORACLE_SAMPLING_LABEL = "oracle-sampling interval (model fixed)"
 
@@ -88,6 +91,13 @@ class Run:
         least ``SIGNAL_AUC``)? None when that AUC is missing."""
         auc = self.value(ORIGINAL, calibration_round, client, "mia_auc")
         return None if not finite(auc) else auc >= SIGNAL_AUC
+
+    def has_witness_signal(self, client: int, calibration_round: float) -> bool | None:
+        """Did the oracle tell the planted witnesses from witness non-members at
+        calibration (original's witness AUC interval excludes 0.5)? None when
+        that interval is missing."""
+        lo, hi = (self.value(ORIGINAL, calibration_round, client, k) for k in bounds("witness_mia_auc"))
+        return None if not (finite(lo) and finite(hi)) else not lo <= 0.5 <= hi
 
 
 _EMPTY = pd.Series(dtype=float)
@@ -289,12 +299,38 @@ class Study:
         cal = self.calibration_round(client)
         return [r.has_signal(client, cal) for r in self.runs]
 
+    def witness_signal(self, client: int) -> list[bool | None]:
+        """Per run: did the oracle see the client's witnesses at calibration? (None: unknown)."""
+        cal = self.calibration_round(client)
+        return [r.has_witness_signal(client, cal) for r in self.runs]
+
     def usable(self, client: int, metric: str) -> list[bool] | None:
         """Per run, whether a value of the metric is meaningful: FR metrics of a
-        client without signal are not (None: every run's value is)."""
-        if metric not in FR_METRICS or client == GLOBAL:
+        client without signal are not, nor the oracle's witness metrics without
+        witness signal (None: every run's value is)."""
+        if client == GLOBAL or metric not in (*FR_METRICS, *WITNESS_METRICS):
             return None
-        return [s is not False for s in self.signal(client)]
+        signal = self.signal(client) if metric in FR_METRICS else self.witness_signal(client)
+        return [s is not False for s in signal]
+
+    def paired(self, arm: str, client: int, metric: str, rnd: float) -> PairedVerdict:
+        """The arm's paired gap to retrain at one round label, over the runs,
+        and its verdict (see :mod:`fedforget.analysis.verdicts`). Global
+        metrics (test accuracy) pair the global rows; runs whose value has no
+        signal are left out."""
+        c = GLOBAL if metric in GLOBAL_METRICS else client
+        usable = self.usable(client, metric) or [True] * len(self.runs)
+        diffs = [r.value(arm, rnd, c, metric) - r.value(RETRAIN, rnd, c, metric) if ok else NAN
+                 for r, ok in zip(self.runs, usable, strict=True)]
+        verdict = paired_verdict(diffs, metric)
+        return verdict if any(usable) else replace(verdict, verdict=NO_SIGNAL)
+
+    def relapse(self, arm: str, client: int, metric: str) -> PairedVerdict:
+        """A relapse metric (``relapse_auc``, ``relapse_z``: already one change
+        of a gap to retrain per run, written at the arm's last round) over the
+        runs, with its verdict."""
+        values = [float(s.iloc[-1]) if len(s := r.curve(arm, client, metric)) else NAN for r in self.runs]
+        return paired_verdict(values, metric)
 
     def estimate(self, fn: Callable[[Run], float], lo: Callable[[Run], float] | None = None,
                  hi: Callable[[Run], float] | None = None) -> Estimate:

@@ -3,8 +3,9 @@
 ``fedforget.load(path)`` returns :class:`Results` whose frames carry one column
 per identifier (``cell``, swept keys, ``seed``, ``arm``, ``round``, ``client``),
 so a question is a filter and a group-by. Helpers answer the usual ones: a
-client's forgetting curve beside retrain, each method's gap to retrain, and
-across-seed means with 95% intervals.
+client's forgetting curve beside retrain, each method's gap to retrain,
+across-seed means with 95% intervals, and each method's paired verdicts
+against retrain (:meth:`Results.verdicts`) and relapse (:meth:`Results.relapse`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from fedforget.analysis.stats import across
+from fedforget.analysis.runs import FR_METRICS
+from fedforget.analysis.stats import NO_SIGNAL, SIGNAL_AUC, across
+from fedforget.analysis.verdicts import GLOBAL_METRICS, RELAPSE_OF, VERDICT_COLUMNS, VERDICT_METRICS, verdict_table
 from fedforget.config import flatten
 from fedforget.results import read_events, read_metrics
+from fedforget.schedule import ORIGINAL, RETRAIN
 
 STUDY_FILE = "study.json"  # a sweep study directory: axes, cells, seeds
 
@@ -45,11 +49,25 @@ METRICS: dict[str, str] = {
     "n_forget": "forget samples audited",
     "n_nonmembers": "non-members audited",
     "witness_mia_auc": "AUC of planted witness members against witnesses planted on audit samples",
+    "witness_mia_auc_lo": "lower end of the bootstrap 95% interval of witness_mia_auc (original's at calibration "
+                          "including 0.5: the witness metrics have no signal)",
+    "witness_mia_auc_hi": "upper end of that interval",
     "witness_fr": "fr of the planted witness samples",
     "witness_fr_fixed_fpr": "fr_fixed_fpr of the planted witness samples",
-    "client_mia_z": "client-level test: the client's mean attack score in SDs of same-size pseudo-clients never trained on",
-    "client_mia_pvalue": "one-sided p-value of client_mia_z (small: the client's data is still in the model)",
-    "over_unlearning": "1 where a method's AUC or forget accuracy falls below retrain's beyond its interval/margin",
+    "client_mia_z": "client-level test: the shift of the client's mean score (-loss) over never-trained data of its "
+                    "label histogram, in standard deviations of that shift's null",
+    "client_mia_pvalue": "one-sided p-value of the client-level test (below 0.05: detected, the client's data is "
+                         "still in the model; above: not detected, which is not proof of forgetting)",
+    "client_mia_mde": "the client-level test's power: the smallest shift of the client's mean score (-loss) it "
+                      "detects 80% of the time at the 5% level, at that client's size and pool",
+    "over_unlearning": "1 where a method's MIA AUC falls below retrain's interval, or its forget accuracy falls below "
+                       "retrain's by more than the 95% interval of the difference (a noise model on the client's "
+                       "forget samples, not a fixed margin)",
+    "relapse_auc": "method's MIA AUC gap to retrain at the last round minus the gap right after its step (t - 0.5); "
+                   "positive: the federation re-taught the client",
+    "relapse_z": "relapse_auc with the client-level client_mia_z in place of the AUC",
+    "relapse_flag": "1 when the client-level test did not detect the client right after the method's step "
+                    "(p >= 0.05 at t - 0.5) and detects it at a later round (p < 0.05), else 0",
     "l2_to_retrain": "L2 distance of the arm's weights to the retrain arm's",
     "changed_fraction": "share of weights the unlearning step changed",
     "mask_fraction": "Forsaken: share of maskable neurons selected",
@@ -125,6 +143,99 @@ class Results:
         keys = [*(["cell", *self.swept] if self.kind == "study" else []), "arm", "client"]
         return across(self._per_client(metric, at), "value", keys)
 
+    def verdicts(self, at: str = "event") -> pd.DataFrame:
+        """Each method's paired verdicts against retrain, per withdrawn client.
+
+        Per run (seed) the difference method − retrain of every metric in
+        :data:`~fedforget.analysis.verdicts.VERDICT_MARGINS` (``test_accuracy``
+        from the global rows), right after the unlearning step of the client's
+        event (``at="event"``: round label t − 0.5) or at the run's last round
+        (``"final"``); then over the seeds the mean difference, its 95%
+        t-interval and the verdict (see :mod:`fedforget.analysis.verdicts`).
+        FR differences of a seed whose oracle did not see the client at
+        calibration (original's AUC below ``SIGNAL_AUC``) are left out; with
+        none left the verdict reads "no signal".
+
+        Returns
+        -------
+        DataFrame
+            Columns (``cell`` and the swept keys in a study), ``arm``,
+            ``client``, ``metric``, ``at``, ``n_seeds``, ``mean``, ``lo``,
+            ``hi``, ``margin``, ``verdict``, ``seeds_to_decide`` (NaN unless
+            undecided; inf: never at this spread).
+        """
+        if at not in ("event", "final"):
+            raise ValueError(f"at must be 'final' or 'event', got {at!r}")
+        keys = [*self._cell_keys, "arm", "client"]
+        points = self._judged_at(at)
+        if points.empty:  # nothing withdrew: nothing to judge
+            return pd.DataFrame(columns=[*keys, *VERDICT_COLUMNS])
+        gaps = self._paired_gaps(points)
+        table = _mark_no_signal(verdict_table(gaps, keys, at), gaps, [*keys, "metric"])
+        order = {m: i for i, m in enumerate(VERDICT_METRICS)}
+        return table.sort_values([*keys, "metric"], key=lambda c: c.map(order) if c.name == "metric" else c,
+                                 kind="stable").reset_index(drop=True)
+
+    def relapse(self) -> pd.DataFrame:
+        """``relapse_auc`` and ``relapse_z`` (per run already the change of a
+        method's gap to retrain from right after its step to the last round)
+        over the seeds, with their verdicts: the columns of :meth:`verdicts`,
+        ``at`` = ``final``."""
+        m = self.metrics[self.metrics.metric.isin(list(RELAPSE_OF))]
+        gaps = m.assign(client=m.client.astype("int64")).rename(columns={"value": "gap"})
+        return verdict_table(gaps, [*self._cell_keys, "arm", "client"], "final")
+
+    @property
+    def _cell_keys(self) -> list[str]:
+        return ["cell", *self.swept] if self.kind == "study" else []
+
+    def withdrawals(self) -> pd.DataFrame:
+        """One row per run and client with data to forget: the run's ids,
+        ``client`` and ``event_round`` (its first withdraw or delete event)."""
+        ev = self.events
+        ev = ev[ev.event.isin(["withdraw", "delete"])] if "event" in ev else ev.iloc[:0]
+        rows = [{**{k: r[k] for k in self.ids}, "client": int(c), "event_round": float(r["round"])}
+                for _, r in ev.iterrows() for c in _event_clients(r)]
+        df = pd.DataFrame(rows, columns=[*self.ids, "client", "event_round"])
+        return df.drop_duplicates([*self.ids, "client"]).reset_index(drop=True)
+
+    def _judged_at(self, at: str) -> pd.DataFrame:
+        """Per run and withdrawn client the round label judged (``round``) and
+        whether the oracle saw the client at calibration (``signal``)."""
+        points = self.withdrawals()
+        if points.empty:
+            return points
+        if at == "event":
+            points["round"] = points.event_round - 0.5
+        else:
+            last = self.metrics.groupby(self.ids, as_index=False)["round"].max()
+            points = points.merge(last, on=self.ids)
+        cal = self._client_rows(ORIGINAL, "mia_auc").rename(columns={"round": "cal_round", "value": "cal_auc"})
+        points = points.assign(cal_round=points.event_round - 1).merge(cal, on=[*self.ids, "client", "cal_round"],
+                                                                       how="left")
+        return points.assign(signal=~(points.cal_auc < SIGNAL_AUC))[[*self.ids, "client", "round", "signal"]]
+
+    def _client_rows(self, arm: str, metric: str) -> pd.DataFrame:
+        m = self.metrics
+        m = m[(m.arm == arm) & (m.metric == metric) & m.client.notna()]
+        return m.assign(client=m.client.astype("int64"))[[*self.ids, "client", "round", "value"]]
+
+    def _paired_gaps(self, points: pd.DataFrame) -> pd.DataFrame:
+        """Per run, method arm, withdrawn client and verdict metric: ``gap`` =
+        the arm's value − retrain's at the judged round (NaN for an FR without
+        signal, marked ``no_signal``)."""
+        m = self.metrics[self.metrics.metric.isin(VERDICT_METRICS)]
+        on = [*self.ids, "round"]
+        per_client = m[m.client.notna() & ~m.metric.isin(GLOBAL_METRICS)]
+        per_client = per_client.assign(client=per_client.client.astype("int64")).merge(points, on=[*on, "client"])
+        glob = m[m.client.isna() & m.metric.isin(GLOBAL_METRICS)].drop(columns="client").merge(points, on=on)
+        values = pd.concat([per_client, glob], ignore_index=True)
+        pair = [*self.ids, "client", "metric"]
+        ref = values[values.arm == RETRAIN][[*pair, "value"]].rename(columns={"value": "ref"})
+        gaps = values[~values.arm.isin([ORIGINAL, RETRAIN])].merge(ref, on=pair, how="left")
+        no_signal = gaps.metric.isin(FR_METRICS) & ~gaps.signal.astype(bool)
+        return gaps.assign(gap=(gaps.value - gaps.ref).mask(no_signal), no_signal=no_signal)
+
     def _per_client(self, metric: str, at: str) -> pd.DataFrame:
         m = self.metrics[(self.metrics.metric == metric) & self.metrics.client.notna()]
         if at == "final":
@@ -158,6 +269,22 @@ class Results:
         ax.set_title(f"client {client}")
         ax.legend(fontsize="small")
         return ax
+
+
+def _mark_no_signal(table: pd.DataFrame, gaps: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Verdicts whose every seed lacks signal read "no signal" rather than "n/a"."""
+    seen = pd.MultiIndex.from_frame(gaps.loc[~gaps.no_signal, keys])
+    silent = ~pd.MultiIndex.from_frame(table[keys]).isin(seen) & (table.n_seeds == 0)
+    return table.assign(verdict=table.verdict.mask(silent, NO_SIGNAL))
+
+
+def _event_clients(event: pd.Series) -> list[int]:
+    """The clients of one events-table row (``clients`` is stored as JSON text)."""
+    clients = event.get("clients")
+    if isinstance(clients, str):
+        return [int(c) for c in json.loads(clients)]
+    single = event.get("client")
+    return [] if single is None or pd.isna(single) else [int(single)]
 
 
 def _run_dirs(root: Path) -> tuple[str, list[tuple[dict, Path]]]:

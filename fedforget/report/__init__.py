@@ -2,6 +2,8 @@
 
 - :mod:`~fedforget.report.run`: the report of a run or a multi-seed directory.
 - :mod:`~fedforget.report.study`: the report of a sweep study.
+- :mod:`~fedforget.report.verdicts`: the run report's paired verdicts, relapse
+  and the client-level test's "detected / not detected" with its power.
 - :mod:`~fedforget.report.figures` and :mod:`~fedforget.report.html`: the pieces.
 
 ``write_report(path)`` writes ``path/report.html`` for any of the three.

@@ -28,10 +28,20 @@ retraining, over-unlearning flags, and a cost–forgetting frontier (each method
 wall time). Control clients (never withdrawn) get a small table of final FR and
 AUC.
 
+Per withdrawn client and method, a table of paired verdicts against retrain
+(:mod:`fedforget.analysis.verdicts`: per seed the difference method − retrain,
+its mean and t-interval over seeds, equivalent / worse / better / undecided
+against margins declared once) right after the step and at the last round, and,
+where the run has them, the methods' relapse (``relapse_auc``, ``relapse_z``)
+with one sentence per method flagged by ``relapse_flag``.
+
 Where the run has the client-level membership test (``client_mia_pvalue``), the
 method table adds its p-value at ``t - 0.5`` and at the last round and the
 controls table at the last round ("<0.001" below 0.001; across seeds the
-median). A client whose event plants a ``backdoor`` witness gets its
+median), each read as "detected" or "not detected" (never "forgotten"), and a
+not-detected p comes with the test's power (``client_mia_mde``). Witness AUC
+and FR cells read "no signal" when original's witness AUC interval at
+calibration includes 0.5. A client whose event plants a ``backdoor`` witness gets its
 ``witness_accuracy`` labelled as backdoor success on triggered test samples and
 a backdoor-success curve.
 """
@@ -47,10 +57,13 @@ from typing import Any
 import numpy as np
 
 from fedforget.analysis.outcomes import TPR_MIN_NEGATIVES, has_speedups, row_values
-from fedforget.analysis.runs import ACROSS_SEEDS_LABEL, ORACLE_SAMPLING_LABEL, SIGNAL_AUC, Study, load_study
-from fedforget.analysis.stats import Estimate, NAN, NO_SIGNAL, bounds, estimate_of, event_point, finite, round_text, t_interval
+from fedforget.analysis.runs import ACROSS_SEEDS_LABEL, ORACLE_SAMPLING_LABEL, Study, load_study
+from fedforget.analysis.stats import (NAN, NO_SIGNAL, SIGNAL_AUC, Estimate, bounds, estimate_of, event_point, finite,
+                                      round_text, t_interval)
+from fedforget.analysis.verdicts import DETECTION_LEVEL, VERDICT_LABELS, VERDICT_MARGINS
 from fedforget.report.figures import FRONTIER_CAPTION, accuracy_figure, curve_figure, frontier_figure, roc_figure
 from fedforget.report.html import CSS, SCRIPT, esc, figure_html, note_html, table_html
+from fedforget.report.verdicts import p_cell, power_lines, relapse_section, verdict_section
 from fedforget.schedule import ORIGINAL, RETRAIN
 
 
@@ -207,6 +220,7 @@ def _signal_check(study: Study, client: int, event_round: int) -> str:
             parts.append(note_html(
                 f"In {low} of {len(study.runs)} seeds that AUC is below {SIGNAL_AUC}: {NO_SIGNAL} there, so "
                 "those seeds are left out of this client's FR values.", "warn"))
+    parts.append(_witness_signal_check(study, client))
     ref = study.value(RETRAIN, T, client, "mia_auc")
     if finite(ref.mean):
         text = (f"Retrain at the last round (round {round_text(T)}): MIA AUC {_labelled(study, ref)} on client "
@@ -218,6 +232,30 @@ def _signal_check(study: Study, client: int, event_round: int) -> str:
     return "".join(parts)
 
 
+def _witness_signal_check(study: Study, client: int) -> str:
+    """Did the oracle tell the planted witnesses from witness non-members at
+    calibration? Its witness columns read "no signal" where original's witness
+    AUC interval there includes 0.5."""
+    signal = study.witness_signal(client)
+    if all(s is None for s in signal):
+        return ""
+    cal = study.calibration_round(client)
+    auc = _labelled(study, study.value(ORIGINAL, cal, client, "witness_mia_auc"))
+    where = f"original's witness AUC at calibration (round {round_text(cal)}) is {auc}"
+    silent = sum(s is False for s in signal)
+    per_seed = " in every seed, its bootstrap interval" if study.across_seeds else " its interval"
+    if not silent:
+        return note_html(f"Witness signal check: {where};{per_seed} excludes 0.5, so the oracle sees the "
+                         "planted witnesses and the witness AUC and FR are meaningful.", "ok")
+    if silent < len(signal):
+        return note_html(f"Witness signal check: {where}. In {silent} of {len(signal)} seeds its bootstrap "
+                         f"interval includes 0.5: {NO_SIGNAL} there, so those seeds are left out of the witness "
+                         "AUC and FR cells.", "warn")
+    return note_html(f"Witness signal check: {where};{per_seed} includes 0.5: {NO_SIGNAL}. The oracle could "
+                     "not tell the planted witnesses from witness non-members even before the client left, so "
+                     f"the witness AUC and FR cells read \"{NO_SIGNAL}\".", "warn")
+
+
 @dataclass(frozen=True)
 class Column:
     header: str
@@ -225,25 +263,27 @@ class Column:
     digits: int = 3
     interval: bool = True  # False: mean only (costs)
     title: str = ""
-    kind: str = "outcome"  # "outcome", "delta" (n/a-free for retrain), "cost", "speedup", "witness", "client_p"
-    fr: bool = False  # an FR: "no signal" for a client the oracle did not see
+    kind: str = "outcome"  # "outcome", "cost", "speedup", "witness", "client_p"
+    signal: str = ""  # "fr" / "witness_mia_auc": "no signal" where the oracle did not see the client / its witnesses
     retrain_key: str = ""  # cost columns: what the retrain (yardstick) row shows; "" = "—"
 
 
 COLUMNS = (
-    Column("FR at the event", "fr@event", fr=True, title="forgetting rate right after the unlearning step "
+    Column("FR at the event", "fr@event", signal="fr", title="forgetting rate right after the unlearning step "
            "(round t − 0.5, before round t): the unlearning step alone"),
     Column("MIA AUC at the event", "mia_auc@event", title="membership-inference ROC AUC right after the "
            "unlearning step (round t − 0.5)"),
     Column("client p at the event", "client_mia_pvalue@event", kind="client_p", title="client-level membership "
            "test right after the unlearning step (round t − 0.5): one-sided p-value of the client's mean score "
-           "against pseudo-clients from never-trained data (small = the client's data is still in the model)"),
+           "against never-trained data of its label histogram (below 0.05: detected, the client's data is still "
+           "in the model; above: not detected)"),
     Column("client p at the last round", "client_mia_pvalue", kind="client_p", title="client-level membership "
-           "test at the last round: one-sided p-value (small = the client's data is still in the model; a model "
-           "that never saw the client gives a roughly uniform p)"),
-    Column("final FR", "fr", fr=True, title="forgetting rate at the last round: net share of the samples "
+           "test at the last round: one-sided p-value (below 0.05: detected, the client's data is still in the "
+           "model; above: not detected, which is not proof of forgetting; a model that never saw the client "
+           "gives a roughly uniform p)"),
+    Column("final FR", "fr", signal="fr", title="forgetting rate at the last round: net share of the samples "
            "flagged as members at calibration that the oracle no longer flags (1 = all forgotten)"),
-    Column("FR (fixed FPR)", "fr_fixed_fpr", fr=True, title="FR at the last round with the threshold "
+    Column("FR (fixed FPR)", "fr_fixed_fpr", signal="fr", title="FR at the last round with the threshold "
            "re-chosen so the non-members' false-positive rate equals its calibration value; about 0 for a "
            "model whose member and non-member scores merely drift together"),
     Column("final MIA AUC", "mia_auc", title="membership-inference ROC AUC on the client's samples vs "
@@ -253,16 +293,15 @@ COLUMNS = (
     Column("TPR @ 0.1% FPR", "tpr_at_0.1pct_fpr", title="true positive rate at 0.1% false positive rate "
            "(n/a with fewer than 10,000 non-members)"),
     Column("test acc", "test_accuracy", title="global test accuracy at the last round"),
-    Column("Δ test acc vs retrain", "d_test_accuracy", kind="delta"),
-    Column("Δ AUC vs retrain", "d_mia_auc", kind="delta", title="MIA AUC minus retrain's (0 = as forgotten as "
-           "retrain; negative = below retrain, a sign of over-unlearning)"),
     Column("forget acc", "forget_accuracy", title="accuracy on the withdrawn client's train samples"),
     Column("retain acc", "retain_accuracy", title="accuracy on the remaining clients' train samples"),
     Column("witness acc", "witness_accuracy", kind="witness", title="share of witness samples predicted "
            "with their planted label"),
-    Column("witness AUC", "witness_mia_auc", kind="witness"),
-    Column("witness FR", "witness_fr", kind="witness"),
-    Column("witness FR (fixed FPR)", "witness_fr_fixed_fpr", kind="witness"),
+    Column("witness AUC", "witness_mia_auc", kind="witness", signal="witness_mia_auc", title="membership AUC "
+           "of the planted witness members against witnesses planted on audit samples, with its interval; "
+           "\"no signal\" when original's witness AUC interval at calibration includes 0.5"),
+    Column("witness FR", "witness_fr", kind="witness", signal="witness_mia_auc"),
+    Column("witness FR (fixed FPR)", "witness_fr_fixed_fpr", kind="witness", signal="witness_mia_auc"),
     Column("wall s", "cost_wall_s", 2, False, "wall-clock seconds of the unlearning step (retrain: of rounds "
            "1..t−1)", "cost", retrain_key="retrain_wall_s_to_event"),
     Column("client steps", "cost_client_steps", 0, False, "local optimisation steps run on clients (retrain: "
@@ -282,13 +321,14 @@ COLUMNS = (
 )
 
 
-def _cell(study: Study, values: list[dict[str, float]], col: Column, signal: list[bool] | None = None,
+def _cell(study: Study, values: list[dict[str, float]], col: Column, usable: list[bool] | None = None,
           key: str | None = None) -> Estimate:
-    """A table cell from per-run values; FR columns leave out runs without signal."""
+    """A table cell from per-run values, leaving out the runs not ``usable``
+    (FR or witness values without signal)."""
     key = key or col.key
     lo, hi = bounds(key)
     return estimate_of([v[key] for v in values], [v.get(lo, NAN) for v in values],
-                        [v.get(hi, NAN) for v in values], study.across_seeds, signal if col.fr else None)
+                        [v.get(hi, NAN) for v in values], study.across_seeds, usable)
 
 
 BACKDOOR_HEADER = "backdoor success (triggered test)"
@@ -296,26 +336,6 @@ BACKDOOR_TITLE = ("attack success of the client's backdoor: share of triggered t
                   "backdoor's target label, at the last round (retrain, which never saw the trigger, is the target)")
 P_MEDIAN_TITLE = (" With several seeds: the median p over the seeds (p-values are skewed, so no mean ± interval); "
                   "one seed: its p.")
-
-
-def _p_text(p: float) -> str:
-    """A p-value: "<0.001" below 0.001, else 3 decimals; "n/a" when missing."""
-    if not finite(p):
-        return "n/a"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _p_cell(study: Study, values: Sequence[float]) -> str:
-    """A p-value cell from per-run values: the one run's p, or the median over
-    the seeds that have one (noting how many when some have none)."""
-    x = np.asarray(values, dtype=float)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return "n/a"
-    text = _p_text(float(np.median(x)))
-    if study.across_seeds:
-        text += f" (median{'' if x.size == len(values) else f', {x.size} of {len(values)} seeds'})"
-    return text
 
 
 def _column_view(study: Study, col: Column, client: int) -> tuple[str, str]:
@@ -344,44 +364,47 @@ def _method_table(study: Study, client: int, event_round: int) -> str:
     T = study.last_round
     t = round_text(event_round)
     at = round_text(event_point(event_round))
-    signal = study.usable(client, "fr")
     per_arm = {a: [row_values(r, a, client, T, event_round) for r in study.runs] for a in study.arms}
     has_witness = any(finite(v[k]) for vs in per_arm.values() for v in vs
                       for k in ("witness_accuracy", "witness_mia_auc", "witness_fr", "witness_fr_fixed_fpr"))
     has_client_p = {k: any(finite(v[k]) for vs in per_arm.values() for v in vs)
                     for k in ("client_mia_pvalue@event", "client_mia_pvalue")}
-    outcome_cols = [c for c in COLUMNS if c.kind in ("outcome", "delta") or (c.kind == "witness" and has_witness)
+    outcome_cols = [c for c in COLUMNS if c.kind == "outcome" or (c.kind == "witness" and has_witness)
                     or (c.kind == "client_p" and has_client_p[c.key])]
+    usable = {c.key: study.usable(client, c.signal) if c.signal else None for c in outcome_cols}
     order = [a for a in (*study.methods, RETRAIN, ORIGINAL) if a in per_arm]
     rows, classes = [], []
     for arm in order:
         ref = arm in (ORIGINAL, RETRAIN)
         row = [arm + (" (reference)" if ref else "")]
         for col in outcome_cols:
-            # retrain's gap to itself is 0 by definition
-            same = arm == RETRAIN and col.kind == "delta"
             if col.kind == "client_p":
-                row.append(_p_cell(study, [v[col.key] for v in per_arm[arm]]))
+                row.append(p_cell(study, [v[col.key] for v in per_arm[arm]]))
                 continue
-            row.append("—" if same else _cell(study, per_arm[arm], col, signal).text(col.digits))
+            row.append(_cell(study, per_arm[arm], col, usable[col.key]).text(col.digits))
         row.append("" if ref else _flag_text(study, per_arm[arm]))
         rows.append(row)
         classes.append("ref" if ref else "")
     caption = (f"\"At the event\": round {at}, right after the unlearning step (before round {t}); the other "
                f"columns at the last round (round {round_text(T)}). {_interval_caption(study)}")
+    signal = study.usable(client, "fr")
     if signal is not None and not any(signal):
         caption += f" FR cells read \"{NO_SIGNAL}\": the oracle did not see this client at calibration."
     if any(c.kind == "client_p" for c in outcome_cols):
         caption += (" Client p: the client-level membership test's p-value (\"<0.001\" below 0.001)"
-                    + (", median over the seeds." if study.across_seeds else "."))
+                    + (", median over the seeds" if study.across_seeds else "")
+                    + f"; below {DETECTION_LEVEL}: detected, otherwise not detected (no proof of forgetting: see "
+                    "the test's power below).")
     views = [_column_view(study, c, client) for c in outcome_cols]
     out = [
         table_html(["arm", *(h for h, _ in views), "flags"], rows,
                titles=["", *(t for _, t in views), "over-unlearning at the last round"], row_classes=classes),
         f'<p class="small">{esc(caption)}</p>',
         *_over_unlearning_lines(study, client, T),
+        power_lines(study, client, event_round),
     ]
     if study.methods:
+        out += [verdict_section(study, client, event_round), relapse_section(study, client, event_round)]
         out += _cost_table(study, client, event_round, per_arm)
     return "".join(out)
 
@@ -481,9 +504,10 @@ def _over_unlearning_lines(study: Study, client: int, T: float) -> list[str]:
                      f' <span class="small">({esc(detail)})</span></p>')
     if lines:
         lines.append(note_html(
-            "Over-unlearning: the method's MIA AUC fell below retrain's interval, or its forget accuracy is "
-            "more than 2 points below retrain's: it removed more than a model that never saw the client, "
-            "which itself leaks that the client was there."))
+            "Over-unlearning: the method's MIA AUC fell below retrain's interval, or its forget accuracy fell "
+            "below retrain's by more than the 95% interval of the difference of the two accuracies (a noise "
+            "model on the client's forget samples, not a fixed number of points): it removed more than a model "
+            "that never saw the client, which itself leaks that the client was there."))
     return lines
 
 
@@ -557,7 +581,7 @@ def _controls_section(study: Study) -> str:
               if any(finite(r.value(a, T, c, "client_mia_pvalue")) for r in study.runs for a in study.arms)}
     headers += [f"client {c} client p at the last round" for c in controls if c in with_p]
     rows = [[arm] + [study.value(arm, T, c, m).text() for c in controls for _, m in metrics]
-            + [_p_cell(study, [r.value(arm, T, c, "client_mia_pvalue") for r in study.runs])
+            + [p_cell(study, [r.value(arm, T, c, "client_mia_pvalue") for r in study.runs])
                for c in controls if c in with_p]
             for arm in study.arms]
     silent = [c for c in controls if all(s is False for s in study.signal(c))]
@@ -587,6 +611,10 @@ def _global_section(study: Study) -> str:
     return "<h2>Test accuracy</h2>" + fig
 
 
+def _margins_text() -> str:
+    return ", ".join(f"{VERDICT_LABELS[m]} ± {x:g}" for m, x in VERDICT_MARGINS.items())
+
+
 def _reading_notes() -> str:
     items = [
         "<b>FR</b> (forgetting rate) = (A<sub>F</sub> − B<sub>F</sub>) / B<sub>T</sub>: B<sub>T</sub> of the "
@@ -614,15 +642,31 @@ def _reading_notes() -> str:
         f"did not see the client, so its FR is not a forgetting rate: those cells read \"{NO_SIGNAL}\".",
         "<b>MIA AUC</b>: how well the oracle's score separates the client's samples from matched non-members; "
         "0.5 = it cannot tell them apart. Retrain, which never saw the client, is the target.",
-        "<b>Gap to retrain</b>: a method's value minus retrain's at the last round.",
-        "<b>Client-level test</b> (<code>client_mia_z</code>, <code>client_mia_pvalue</code>): is this client's "
-        "data still in the model? The statistic is the client's mean per-sample score (−loss); z is how many "
-        "standard deviations it lies above the same statistic on pseudo-clients (same size and label "
-        "histogram) drawn from never-trained data, and p is the one-sided p-value of that z. The "
-        "pseudo-clients are drawn once per event, from every client's audit part and the test set, and reused "
-        "for every arm and round. Small p (e.g. &lt;0.001) = the client's data is still detectably in the "
-        "model; a model that never saw the client (retrain) gives a roughly uniform p. With several seeds the "
-        "tables show the median p.",
+        "<b>Paired verdicts against retrain</b>: one seed gives a method and retrain the same data, "
+        "initialisation and client sampling, so they are compared seed by seed: the per-seed difference "
+        "method − retrain, then its mean and 95% t-interval over the seeds. Against a margin declared once "
+        f"({_margins_text()}): <i>equivalent</i> when the interval lies inside ± the margin, <i>worse</i> or "
+        "<i>better</i> when it lies entirely beyond it on that side, <i>undecided</i> otherwise, with the "
+        "number of seeds that would decide it at the observed spread (never, when the mean sits on the "
+        "margin). Worse = higher MIA AUC, client-level z or forget accuracy, lower FR or test accuracy. One "
+        "seed has no interval and no verdict.",
+        f"<b>Client-level test</b> (<code>client_mia_z</code>, <code>client_mia_pvalue</code>, "
+        "<code>client_mia_mde</code>): is this client's data still in the model? The statistic is the shift "
+        "of the client's mean per-sample score (−loss) over never-trained data of the same label histogram "
+        "(every client's audit part and the test set), class by class; p is its one-sided p-value under a null "
+        "that accounts for both samples, the client's and the pool's, and z the shift in null standard "
+        "deviations. The null is fixed once per event and reused for every arm and round. p below "
+        f"{DETECTION_LEVEL}: <i>detected</i>, the client's data is still in the model. Above: <i>not "
+        "detected</i>, which is not proof of forgetting: the report then gives the test's power, the smallest "
+        "shift of the mean score it detects 80% of the time at that client's size and pool "
+        "(<code>client_mia_mde</code>); a smaller trace could still hide. A model that never saw the client "
+        "(retrain) gives a roughly uniform p. With several seeds the tables show the median p.",
+        "<b>Relapse</b> (<code>relapse_auc</code>, <code>relapse_z</code>): a method's gap to retrain at the "
+        "last round minus its gap right after its step. Recovery rounds train only on the remaining clients, "
+        "yet they can bring the withdrawn client's trace back. A method not detected right after its step and "
+        "detected later is flagged with one sentence. It matters because the model the federation keeps is the "
+        "one after those rounds: a model the federation re-teaches was not unlearned, however clean it looked "
+        "right after the step.",
         "<b>Backdoor success</b>: for a client whose witness is a backdoor, the share of triggered test "
         "samples the model classifies as the backdoor's target label (the <code>witness_accuracy</code> "
         "metric of that client). High = the backdoor, and so the client's influence, is still there; "

@@ -4,20 +4,26 @@ with across-seed 95% intervals, as one self-contained HTML page.
 
 Each point pools every cell with that value of the key (the other keys' values
 and the seeds) and every forgetting client: the marginal effect of the key.
-The per-cell table below the figures keeps the cells apart.
+The per-cell tables below the figures keep the cells apart: each method's
+speed-up, and its paired verdicts against retrain per forgetting client (per
+seed the difference to that seed's retrain, then its mean and t-interval over
+the cell's seeds, judged against the margins of
+:mod:`fedforget.analysis.verdicts`).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from fedforget.analysis.stats import across
-from fedforget.analysis.tables import GAPS, STUDY_FILE, gaps, study_table
+from fedforget.analysis.tables import GAPS, STUDY_FILE, Results, gaps, load, study_table
+from fedforget.analysis.verdicts import VERDICT_LABELS, PairedVerdict, margin_of, paired_verdict
 from fedforget.report.figures import png_uri
 from fedforget.report.html import CSS, SCRIPT, esc, figure_html, note_html, table_html
 
@@ -54,6 +60,56 @@ def _estimate(s: pd.DataFrame, col: str) -> str:
     return f"{r['mean']:.3f} [{r.lo:.3f}, {r.hi:.3f}]" if r.n > 1 else f"{r['mean']:.3f}"
 
 
+def _speedup_table(g: pd.DataFrame, axes: list[str]) -> str:
+    rows = []
+    for (cell, arm), s in g.groupby(["cell", "arm"]):
+        free = np.isinf(s.speedup_steps).all()  # a step that cost nothing
+        text = "∞" if free else _estimate(s.replace([np.inf], np.nan), "speedup_steps")
+        rows.append([cell, *(s.iloc[0][k] for k in axes), arm, text, len(s)])
+    return table_html(["cell", *axes, "method", "speed-up (steps)", "n"], rows)
+
+
+def _verdict_of(row: Any) -> PairedVerdict:
+    """A verdict-table row (a named tuple) back as a :class:`PairedVerdict`."""
+    return PairedVerdict(row.metric, int(row.n_seeds), row.mean, row.lo, row.hi, row.margin, row.verdict,
+                         row.seeds_to_decide)
+
+
+def _verdict_rows(res: Results, axes: list[str]) -> list[list[Any]]:
+    """One row per cell, method, forgetting client and metric with a pair at
+    the event or at the last round."""
+    keys = ["cell", *axes, "arm", "client", "metric"]
+    table = pd.concat([res.verdicts("event"), res.verdicts("final")], ignore_index=True)
+    rows = []
+    for k, g in table.groupby(keys, sort=False):
+        by_at = {r.at: _verdict_of(r) for r in g.itertuples(index=False)}
+        pair = [by_at.get(at) or paired_verdict([], k[-1]) for at in ("event", "final")]
+        if any(v.n for v in pair):
+            rows.append([*k[:-1], f"{VERDICT_LABELS[k[-1]]} (± {margin_of(k[-1]):g})",
+                         *(x for v in pair for x in (v.gap_text(), v.verdict_text())), max(v.n for v in pair)])
+    return rows
+
+
+VERDICT_CAPTION = (
+    "Paired by seed: per seed a method's value minus that seed's retrain (same data, initialisation and client "
+    "sampling), then the mean ± the half-width of its 95% t-interval over the cell's seeds. Equivalent: the "
+    "interval lies inside ± the margin; worse / better: entirely beyond it on that side; undecided: neither, with "
+    "the seeds that would decide it at the observed spread. Worse = higher MIA AUC, client-level z or forget "
+    "accuracy, lower FR or test accuracy.")
+
+
+def _verdict_table(root: Path, axes: list[str]) -> str:
+    """Per cell, method and forgetting client, each metric's paired gap to
+    retrain and its verdict right after the step and at the last round."""
+    rows = _verdict_rows(load(root), axes)
+    if not rows:
+        return ""
+    headers = ["cell", *axes, "method", "client", "metric (margin)", "gap at the event", "verdict at the event",
+               "gap at the last round", "verdict at the last round", "seeds"]
+    return ("<h3>Paired verdicts against retrain</h3>" + table_html(headers, rows)
+            + f'<p class="small">{esc(VERDICT_CAPTION)}</p>')
+
+
 def render_study_report(root: str | Path) -> str:
     root = Path(root)
     spec = json.loads((root / STUDY_FILE).read_text())
@@ -68,15 +124,8 @@ def render_study_report(root: str | Path) -> str:
     else:
         for key, values in spec["axes"].items():
             parts.append(f"<h2>{esc(key)}</h2>" + _key_figure(g, key, values))
-        rows = []
-        for (cell, arm), s in g.groupby(["cell", "arm"]):
-            texts = [_estimate(s, c) for c in ("gap_final_mia_auc", "gap_final_fr")]
-            free = np.isinf(s.speedup_steps).all()  # a step that cost nothing
-            texts.append("∞" if free else _estimate(s.replace([np.inf], np.nan), "speedup_steps"))
-            rows.append([cell, *(s.iloc[0][k] for k in spec["axes"]), arm, *texts, len(s)])
-        parts.append("<h2>By cell</h2>" + table_html(
-            ["cell", *spec["axes"], "method", "AUC gap (last round)", "FR gap (last round)", "speed-up (steps)", "n"],
-            rows))
+        axes = list(spec["axes"])
+        parts.append("<h2>By cell</h2>" + _speedup_table(g, axes) + _verdict_table(root, axes))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>fedforget study</title>"
             f"<style>{CSS}</style><script>{SCRIPT}</script></head><body>" + "".join(parts) + "</body></html>\n")
 
