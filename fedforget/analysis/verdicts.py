@@ -27,8 +27,8 @@ Which side is worse, per metric: a method *worse* than retrain remembers more
 of the client, or serves the federation less well.
 
 - ``mia_auc``, ``client_mia_z``, ``forget_accuracy``: higher is worse (the
-  model still separates, or still fits, the client's samples). Lower than
-  retrain beyond the margin reads "better" here; for forgetting it is the
+  model still separates, or still fits, the client's samples). Clearly lower
+  than retrain reads "better" here; for forgetting it is the
   over-unlearning side, which the ``over_unlearning`` flag judges.
 - ``fr``, ``fr_fixed_fpr``: lower is worse (less was forgotten).
 - ``test_accuracy`` (a global metric): lower is worse.

@@ -646,9 +646,9 @@ def _reading_notes() -> str:
         "initialisation and client sampling, so they are compared seed by seed: the per-seed difference "
         "method − retrain, then its mean and 95% t-interval over the seeds. Against a margin declared once "
         f"({_margins_text()}): <i>equivalent</i> when the interval lies inside ± the margin, <i>worse</i> or "
-        "<i>better</i> when it lies entirely beyond it on that side, <i>undecided</i> otherwise, with the "
-        "number of seeds that would decide it at the observed spread (never, when the mean sits on the "
-        "margin). Worse = higher MIA AUC, client-level z or forget accuracy, lower FR or test accuracy. One "
+        "<i>better</i> when it does not and excludes 0 on that side (the method differs from retrain by more "
+        "than the margin lets us ignore), <i>undecided</i> when it holds 0 and reaches past the margin, with "
+        "the number of seeds that would decide it at the observed spread. Worse = higher MIA AUC, client-level z or forget accuracy, lower FR or test accuracy. One "
         "seed has no interval and no verdict.",
         f"<b>Client-level test</b> (<code>client_mia_z</code>, <code>client_mia_pvalue</code>, "
         "<code>client_mia_mde</code>): is this client's data still in the model? The statistic is the shift "

@@ -93,8 +93,8 @@ def _verdict_rows(res: Results, axes: list[str]) -> list[list[Any]]:
 VERDICT_CAPTION = (
     "Paired by seed: per seed a method's value minus that seed's retrain (same data, initialisation and client "
     "sampling), then the mean ± the half-width of its 95% t-interval over the cell's seeds. Equivalent: the "
-    "interval lies inside ± the margin; worse / better: entirely beyond it on that side; undecided: neither, with "
-    "the seeds that would decide it at the observed spread. Worse = higher MIA AUC, client-level z or forget "
+    "interval lies inside ± the margin; worse / better: it does not, and excludes 0 on that side; undecided: it "
+    "holds 0 and reaches past the margin, with the seeds that would decide it at the observed spread. Worse = higher MIA AUC, client-level z or forget "
     "accuracy, lower FR or test accuracy.")
 
 

@@ -112,9 +112,9 @@ def _verdict_caption(study: Study, event_round: int) -> str:
               "one seed: its difference, with no interval to judge by (--seeds N gives paired verdicts)")
     return (f"Paired by seed: per seed, the method's value minus retrain's (same data, initialisation and client "
             f"sampling), at the event (round {at}, right after the unlearning step) and at the last round (round "
-            f"{T}); {spread}. Equivalent: the interval lies inside ± the margin; worse / better: it lies entirely "
-            "beyond the margin on that side; undecided: neither, with the number of seeds that would decide it "
-            "at the observed mean and spread. Worse = higher MIA AUC, client-level z or forget accuracy (the "
+            f"{T}); {spread}. Equivalent: the interval lies inside ± the margin; worse / better: it does not, and it "
+            "excludes 0 on that side; undecided: it holds 0 and reaches past the margin, with the number of "
+            "seeds that would decide it at the observed mean and spread. Worse = higher MIA AUC, client-level z or forget accuracy (the "
             "model remembers more of the client), lower FR or test accuracy. \"Better\" on AUC, z or forget "
             "accuracy lies below retrain: the over-unlearning side.")
 
