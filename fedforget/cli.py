@@ -63,12 +63,30 @@ def _run_and_print(sc, out: Path, args: argparse.Namespace) -> int:
         results = run_seeds(sc, args.seeds, out=out, progress=not args.no_progress, verbose=args.verbose)
         for r in results:
             print(f"seed {r.scenario.seed}: final test accuracy (original) {r.final():.4f}")
-        print(f"run directory: {out}  (report: {out / 'report.html'})")
-        return 0
-    result = run(sc, out=out, progress=not args.no_progress, verbose=args.verbose)
-    print(f"run directory: {result.run_dir}  (report: {result.run_dir / 'report.html'})")
-    print(f"final test accuracy (original): {result.final():.4f}")
+    else:
+        out = run(sc, out=out, progress=not args.no_progress, verbose=args.verbose).run_dir
+        print(f"final test accuracy (original): {run_final(out):.4f}")
+    _print_verdicts(out)
+    print(f"run directory: {out}  (report: {out / 'report.html'})")
     return 0
+
+
+def run_final(run_dir: Path) -> float:
+    """The original arm's test accuracy at the last round, read back from the run directory."""
+    from fedforget.analysis import load
+
+    m = load(run_dir).metrics
+    acc = m[(m.arm == "original") & (m.metric == "test_accuracy") & m.client.isna()]
+    return float(acc[acc["round"] == acc["round"].max()].value.mean())
+
+
+def _print_verdicts(run_dir: Path) -> None:
+    """The terminal verdict table of a run with events (nothing without)."""
+    from fedforget.report.text import verdict_text
+
+    text = verdict_text(run_dir)
+    if text:
+        print("\n" + text + "\n")
 
 
 def _cmd_flwr_run(args: argparse.Namespace) -> int:
@@ -121,6 +139,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from fedforget.report import write_report
 
     try:
+        if args.text:
+            _print_verdicts(Path(args.run_dir))
+            return 0
         path = write_report(args.run_dir)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -216,8 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", choices=["csv", "json"], default="csv")
     ex.add_argument("--out", help="directory for the tables (default: DIR itself)")
     ex.set_defaults(func=_cmd_export)
-    rep = sub.add_parser("report", help="(re)build report.html of a run directory")
-    rep.add_argument("run_dir")
+    rep = sub.add_parser("report", help="(re)build report.html of a run directory, or print its verdict table")
+    rep.add_argument("run_dir", help="a run, seeds or sweep directory")
+    rep.add_argument("--text", action="store_true",
+                     help="print the terminal verdict table (what `fedforget run` ends with) instead")
     rep.set_defaults(func=_cmd_report)
     m = sub.add_parser("methods", help="list unlearning methods and oracle attacks, their parameters and defaults")
     m.set_defaults(func=_cmd_methods)
