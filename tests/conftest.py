@@ -8,6 +8,31 @@ import pytest  # noqa: E402
 
 from fedforget.config import scenario_from_dict  # noqa: E402
 
+#: Set by .ci/run: a test whose tool (a browser, a notebook kernel, the ray
+#: command line) is missing fails instead of skipping, so CI runs them all.
+REQUIRE_ALL = os.environ.get("FEDFORGET_REQUIRE_ALL_TOOLS") == "1"
+
+#: Modules of the full tier only (`-m "not slow"` leaves them out): Ray end to
+#: end, kill -9, the cluster, the notebook kernel, sweeps and trackers.
+SLOW_MODULES = {"test_ray", "test_actors", "test_flwr_run", "test_ray_cluster", "test_resume", "test_progress",
+                "test_sweep", "test_tracking"}
+
+
+def require_tool(available: bool, what: str) -> None:
+    """Skip with ``what`` as the reason when a tool is missing; fail under
+    FEDFORGET_REQUIRE_ALL_TOOLS=1 (CI)."""
+    if available:
+        return
+    if REQUIRE_ALL:
+        pytest.fail(f"{what} (FEDFORGET_REQUIRE_ALL_TOOLS=1 requires it)")
+    pytest.skip(what)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES or item.get_closest_marker("ray"):
+            item.add_marker(pytest.mark.slow)
+
 
 def tiny(**sections):
     """A 4-client digits scenario that runs in about a second inline.

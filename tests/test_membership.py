@@ -101,6 +101,7 @@ def test_scores_parquet_per_sample(audited):
     assert not set(one[~one.member].sample_id) & set(np.concatenate(fd.train_ids).tolist())
 
 
+@pytest.mark.slow  # headless Chromium
 def test_run_writes_a_report_that_renders(audited, tmp_path):
     from tests.test_report import rendered_figures
 

@@ -9,7 +9,7 @@ import pytest
 from nbclient import NotebookClient
 
 from fedforget.progress import NotebookProgress, TerminalProgress, in_notebook, progress_bar
-from tests.conftest import tiny
+from tests.conftest import require_tool, tiny
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,8 +31,15 @@ worker.start(); worker.join()  # no bar.stop(): the thread's own update must rea
 """
 
 
+def _has_kernel(name: str) -> bool:
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return name in KernelSpecManager().find_kernel_specs()
+
+
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
+    require_tool(_has_kernel("python3"), "no 'python3' Jupyter kernel (pip install ipykernel)")
     out = tmp_path_factory.mktemp("nb") / "run"
     cells = [RUN_CELL.format(out=str(out)), THREAD_CELL.format(), SUMMARY_CELL, PLOT_CELL]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])

@@ -4,6 +4,7 @@ through ``runtime.address`` and gives the ``inline`` engine's metrics."""
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,8 +14,9 @@ import pytest
 
 import fedforget
 from fedforget.config import with_overrides
+from tests.conftest import require_tool
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 RAY = str(Path(sys.executable).parent / "ray")
 
 
@@ -24,19 +26,62 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _stop_cluster(port: int, before: set[int]) -> None:
+    """Stop this cluster's processes only: those started since ``before`` whose
+    command line names the cluster's port, and their children. (``ray stop
+    --force`` would stop every Ray process of the user, other tests' included.)"""
+    import psutil
+
+    ours = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if proc.info["pid"] not in before and (f":{port}" in cmd or f"={port}" in cmd):
+            ours.append(proc)
+    ours += [child for proc in ours for child in _children(proc) if child.pid not in before]
+    for proc in ours:
+        _quietly(proc.terminate)
+    _, alive = psutil.wait_procs(ours, timeout=20)
+    for proc in alive:
+        _quietly(proc.kill)
+
+
+def _children(proc) -> list:
+    import psutil
+
+    try:
+        return proc.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _quietly(action) -> None:
+    import psutil
+
+    try:
+        action()
+    except psutil.Error:
+        pass
+
+
 @pytest.fixture(scope="module")
 def cluster_address(tmp_path_factory):
+    import psutil
+
+    if shutil.which(RAY) is None and not Path(RAY).exists():
+        require_tool(False, f"the ray command line ({RAY}) is missing")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    address = f"127.0.0.1:{_free_port()}"
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    before = set(psutil.pids())
     try:
-        subprocess.run([RAY, "start", "--head", f"--port={address.split(':')[1]}", "--include-dashboard=false", *common],
+        subprocess.run([RAY, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
                        env=env, check=True, capture_output=True, timeout=180)
         subprocess.run([RAY, "start", f"--address={address}", *common, f"--resources={json.dumps({'second_node': 1})}"],
                        env=env, check=True, capture_output=True, timeout=180)
         yield address
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=180)
+        _stop_cluster(port, before)
 
 
 def test_actors_land_on_both_nodes(cluster_address):

@@ -20,6 +20,7 @@ os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
 from fedforget.analysis import load_study, t_interval  # noqa: E402
 from fedforget.analysis.outcomes import frontier_points  # noqa: E402
 from fedforget.report import write_report  # noqa: E402
+from tests.conftest import require_tool  # noqa: E402
 
 METHODS = ("forsaken", "pga", "none")
 ORACLE_KEYS = (
@@ -392,7 +393,7 @@ def test_t_interval():
 def rendered_figures(report: Path, tmp_path: Path) -> tuple[int, int]:
     """(figures rendered, figures total) of a report opened in headless Chromium."""
     chromium = shutil.which("chromium")
-    assert chromium, "chromium is not installed (.ci/run installs Debian's chromium package)"
+    require_tool(chromium is not None, "chromium is not installed (Debian's chromium package; .ci/run installs it)")
     cmd = [
         chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -408,6 +409,7 @@ def rendered_figures(report: Path, tmp_path: Path) -> tuple[int, int]:
     return int(rendered.group(1)), int(total.group(1))
 
 
+@pytest.mark.slow  # headless Chromium
 def test_figures_render_in_headless_chromium(single_report, tmp_path):
     rendered, total = rendered_figures(single_report, tmp_path)
     assert rendered == total > 0
@@ -715,6 +717,7 @@ def test_runs_without_client_test_have_no_client_p_columns(single_report):
     assert "backdoor success (triggered test)" not in text and "backdoor success vs round" not in text
 
 
+@pytest.mark.slow  # headless Chromium
 def test_backdoor_witness_label_and_figure(tmp_path):
     plain = write_report(make_fake_run(tmp_path / "plain")).read_text()
     run = make_fake_run(tmp_path / "backdoor", witness="backdoor")
