@@ -53,10 +53,10 @@ def _check_registered(what: str, name: str, registry) -> str:
 class SyntheticConfig(_Section):
     """``make_classification`` task: memorisation-prone stand-in for Purchase-100."""
 
-    samples: int = Field(4000, ge=100)
-    features: int = Field(200, ge=2)
-    informative: int = Field(40, ge=1)
-    classes: int = Field(20, ge=2)
+    samples: int = Field(4000, ge=100, description="samples in the whole task (train, audit and test together)")
+    features: int = Field(200, ge=2, description="input features")
+    informative: int = Field(40, ge=1, description="informative features (the rest is noise)")
+    classes: int = Field(20, ge=2, description="classes")
 
     @model_validator(mode="after")
     def _check(self) -> SyntheticConfig:
@@ -68,17 +68,17 @@ class SyntheticConfig(_Section):
 
 
 class DataConfig(_Section):
-    dataset: str = "digits"
-    partitioner: str = "iid"
-    alpha: float = Field(0.5, gt=0)
-    classes_per_client: int = Field(2, ge=1)
-    shards_per_client: int = Field(2, ge=1)
-    num_clients: int = Field(10, ge=1, le=10_000)
+    dataset: str = Field("digits", description="an embedded dataset (digits, mnist5k, synthetic) or hf:<hub id> (online)")
+    partitioner: str = Field("iid", description="how clients get their data: iid, dirichlet, pathological, shard")
+    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (dirichlet): smaller is more label skew")
+    classes_per_client: int = Field(2, ge=1, description="labels per client (pathological)")
+    shards_per_client: int = Field(2, ge=1, description="label-sorted shards per client (shard)")
+    num_clients: int = Field(10, ge=1, le=10_000, description="clients (Flower virtual SuperNodes)")
     holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of each client's data it never trains on")
     audit_share: float = Field(
         0.5, ge=0.0, le=1.0, description="share of the held-out part the oracle audits with; the rest is the client's validation part"
     )
-    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of the dataset kept out of every client as the test split")
     server_validation_fraction: float = Field(
         0.1, ge=0.0, lt=1.0, description="share of the test split held by the server for methods' accuracy guards"
     )
@@ -104,8 +104,8 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    name: str = "mlp"
-    hidden: list[int] = Field(default_factory=lambda: [128])
+    name: str = Field("mlp", description="a registered model: logreg, mlp, cnn")
+    hidden: list[int] = Field(default_factory=lambda: [128], description="widths of the hidden fully connected layers (mlp; cnn: after its convs)")
 
     @field_validator("name")
     @classmethod
@@ -122,18 +122,20 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
-    rounds: int = Field(20, ge=1, le=100_000)
-    fraction: float = Field(1.0, gt=0.0, le=1.0)
-    local_epochs: int = Field(1, ge=1)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(0.05, gt=0)
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    momentum: float = Field(0.0, ge=0.0, lt=1.0)
-    weight_decay: float = Field(0.0, ge=0.0)
+    rounds: int = Field(20, ge=1, le=100_000, description="federated rounds of every arm")
+    fraction: float = Field(1.0, gt=0.0, le=1.0, description="share of clients sampled per round (seeded, the same in every arm)")
+    local_epochs: int = Field(1, ge=1, description="passes over its train part per round, per client")
+    batch_size: int = Field(32, ge=1, description="local mini-batch size")
+    lr: float = Field(0.05, gt=0, description="local learning rate")
+    optimizer: Literal["sgd", "adam"] = Field("sgd", description="local optimiser")
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="SGD momentum")
+    weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay")
 
 
 class RuntimeConfig(_Section):
-    engine: Literal["ray", "actors", "inline"] = "ray"
+    engine: Literal["ray", "actors", "inline"] = Field(
+        "ray", description="ray (Flower Simulation Runtime), actors (Ray actors, our Grid), inline (one process)"
+    )
     client_failure_rate: float = Field(
         0.0, ge=0.0, lt=1.0,
         description="share of sampled clients whose train reply fails in a regular round, drawn from (seed, round, client): every arm sees the same failures",
@@ -148,10 +150,10 @@ class RuntimeConfig(_Section):
     )
     checkpoints: bool = Field(True, description="write checkpoint.pt after every round (fedforget resume RUN_DIR)")
     keep_checkpoints: bool = Field(False, description="keep checkpoint.pt when the run succeeds")
-    num_cpus: float = Field(1.0, gt=0)
-    num_gpus: float = Field(0.0, ge=0)
-    address: str = ""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_cpus: float = Field(1.0, gt=0, description="CPUs per ClientApp actor (ray, actors)")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per ClientApp actor (ray, actors)")
+    address: str = Field("", description="an existing Ray cluster to join (actors); '' starts a local one")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where models train: auto picks CUDA when torch sees it")
 
 
 class TrackingConfig(_Section):
@@ -166,7 +168,7 @@ class TrackingConfig(_Section):
     ``fedforget[mlflow]``.
     """
 
-    backends: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list)
+    backends: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list, description="trackers that get every metric row live")
     tensorboard_dir: str = Field("", description="TensorBoard root: logs go to <it>/<run> ('' = <run dir>/tensorboard)")
     mlflow_uri: str = Field("", description="MLflow tracking URI ('' = $MLFLOW_TRACKING_URI, else file:./mlruns)")
     mlflow_experiment: str = Field("", description="MLflow experiment ('' = the scenario's name)")
@@ -186,15 +188,17 @@ class Event(_Section):
     and the deleted samples otherwise.
     """
 
-    round: int = Field(ge=1)
-    client: int | None = Field(None, ge=0)
-    clients: list[int] | None = None
-    kind: Literal["withdraw", "delete_fraction", "delete_class"] = "withdraw"
-    fraction: float | None = Field(None, gt=0.0, lt=1.0)
-    label: int | None = Field(None, ge=0)
-    witness: Literal["backdoor", "canary"] | None = None
-    witness_fraction: float = Field(0.1, gt=0.0, le=1.0)
-    witness_label: int = Field(0, ge=0)
+    round: int = Field(ge=1, description="the round it happens before: its unlearning step runs between rounds round-1 and round")
+    client: int | None = Field(None, ge=0, description="the client (or give clients)")
+    clients: list[int] | None = Field(None, description="several clients leaving together")
+    kind: Literal["withdraw", "delete_fraction", "delete_class"] = Field(
+        "withdraw", description="withdraw (the client leaves), delete_fraction or delete_class (it deletes data)"
+    )
+    fraction: float | None = Field(None, gt=0.0, lt=1.0, description="share of its train part deleted (delete_fraction)")
+    label: int | None = Field(None, ge=0, description="the class deleted (delete_class)")
+    witness: Literal["backdoor", "canary"] | None = Field(None, description="plant witness samples in the client's data (withdraw)")
+    witness_fraction: float = Field(0.1, gt=0.0, le=1.0, description="share of the client's train part that is witness")
+    witness_label: int = Field(0, ge=0, description="the label witnesses are given (canary) or trigger to (backdoor)")
 
     @model_validator(mode="after")
     def _one_client_spec(self) -> Event:
@@ -229,8 +233,8 @@ class UnlearningConfig(_Section):
 
     model_config = ConfigDict(extra="allow", validate_assignment=True, allow_inf_nan=False)
 
-    methods: list[str] = Field(default_factory=list)
-    recovery_rounds: int = Field(5, ge=0)
+    methods: list[str] = Field(default_factory=list, description="unlearning methods, one arm each (fedforget methods lists them)")
+    recovery_rounds: int = Field(5, ge=0, description="rounds after the event run by each method's recovery protocol")
 
 
 class OracleConfig(_Section):
@@ -243,7 +247,7 @@ class OracleConfig(_Section):
 
     model_config = ConfigDict(extra="allow", validate_assignment=True, allow_inf_nan=False)
 
-    attack: str = "loss"
+    attack: str = Field("loss", description="membership attack: loss, population, lira")
     n_boot: int = Field(200, ge=0, description="bootstrap replicates for the FR and AUC intervals")
     controls: int = Field(2, ge=0, description="non-withdrawn control clients audited beside each withdrawn one")
     scores: bool = Field(True, description="write per-sample scores for the event and last rounds")
@@ -285,12 +289,12 @@ class OracleConfig(_Section):
 class Scenario(_Section):
     name: str = Field("scenario", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
                       description="a plain file name (letters, digits, '.', '_', '-'): it names the run directory")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="every random draw derives from it and named parts (arm, round, client)")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     runtime: RuntimeConfig = RuntimeConfig()
-    events: list[Event] = Field(default_factory=list)
+    events: list[Event] = Field(default_factory=list, description="withdrawals and deletions ([[events]] tables)")
     unlearning: UnlearningConfig = UnlearningConfig()
     oracle: OracleConfig = OracleConfig()
     tracking: TrackingConfig = TrackingConfig()

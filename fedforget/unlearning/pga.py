@@ -232,7 +232,7 @@ class PGAParams(MethodParams):
     radius_fraction: float = Field(1 / 3, gt=0, description="delta = this x ||random model - reference|| (Halimi et al.)")
     lr: float = Field(0.01, gt=0, description="gradient-ascent step size")
     epochs: int = Field(5, ge=1, description="maximum passes over the client's data")
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, description="mini-batch size of the client's gradient ascent")
     min_accuracy: float = Field(0.2, ge=0, le=1, description="early stop when accuracy on the client's validation part falls below")
 
 
