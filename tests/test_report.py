@@ -893,3 +893,30 @@ def test_study_report_shows_paired_verdicts_per_cell(tmp_path):
     assert row["gap at the last round"] == f"{w['mean']:+.3f} ± {(w.hi - w.lo) / 2:.3f}"
     assert row["verdict at the last round"].split(" (")[0] == w.verdict and row["seeds"] == "3"
     assert row["metric (margin)"] == f"{VERDICT_LABELS['fr']} (± 0.05)"
+
+
+def test_report_leads_with_the_verdict_and_collapses_warnings(tmp_path):
+    """The headline comes right after the title, before the run's metadata, and
+    names each method's standing; warnings sit in one collapsed list."""
+    for seed in (0, 1, 2):
+        run = make_fake_run(tmp_path / "seeds" / f"seed-{seed}", seed=seed)
+        with open(run / "events.jsonl", "a") as f:
+            for k in range(3):
+                f.write(json.dumps({"event": "warning", "message": f"caveat {k}"}) + "\n")
+    text = write_report(tmp_path / "seeds").read_text()
+    head = text.index('<div class="headline">')
+    assert text.index("</h1>") < head < text.index('<table class="meta">')
+    headline = text[head:text.index("</div>", head)]
+    assert "Client 2 (withdraws at round 4)" in headline and "paired over 3 seeds" in headline
+    assert 'href="#how-to-read"' in headline and 'id="how-to-read"' in text
+    assert text.count('<details class="warn">') == 1 and 'class="warn">warning:' not in text
+    details = text[text.index('<details class="warn">'):text.index("</details>")]
+    assert "4 warnings" in details and all(f"caveat {k} (seeds 0, 1, 2)" in details for k in range(3))
+    assert text.index("</details>") > head  # below the verdict
+
+
+def test_report_without_events_shows_only_what_it_has(tmp_path):
+    text = write_report(make_fake_run(tmp_path / "plain", events=False)).read_text()
+    assert '<div class="headline">' not in text
+    for absent in ("recovery rounds", "membership attack", "Dotted red line", "oracle-sampling"):
+        assert absent not in text, absent

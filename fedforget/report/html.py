@@ -25,6 +25,9 @@ figcaption{font-size:.82rem;color:#555}
 .ok{background:#eef8ee;border-left:4px solid #4a4;padding:.4rem .7rem;margin:.6rem 0}
 .flag{color:#b00020;font-weight:600;margin:.2rem 0}
 .small{font-size:.82rem;color:#555}
+.headline{background:#eef3fb;border-left:5px solid #2a5db0;padding:.5rem .9rem;margin:.8rem 0;font-size:.95rem}
+.headline ul{margin:.3rem 0 .3rem 1.1rem;padding:0}
+details.warn summary{cursor:pointer;font-weight:600}
 """
 
 

@@ -63,6 +63,7 @@ from fedforget.analysis.stats import (NAN, NO_SIGNAL, SIGNAL_AUC, Estimate, boun
 from fedforget.analysis.verdicts import DETECTION_LEVEL, VERDICT_LABELS, VERDICT_MARGINS
 from fedforget.report.figures import FRONTIER_CAPTION, accuracy_figure, curve_figure, frontier_figure, roc_figure
 from fedforget.report.html import CSS, SCRIPT, esc, figure_html, note_html, table_html
+from fedforget.report.text import headline_lines
 from fedforget.report.verdicts import p_cell, power_lines, relapse_section, verdict_section
 from fedforget.schedule import ORIGINAL, RETRAIN
 
@@ -114,7 +115,7 @@ def _labelled(study: Study, est: Estimate, digits: int = 3) -> str:
     return text + (f" ({study.interval_label})" if finite(est.lo) and finite(est.hi) else "")
 
 
-def _header(study: Study) -> str:
+def _header(study: Study, headline: str = "") -> str:
     sc = study.scenario
     seeds = [r.seed for r in study.runs]
     if study.multi_seed:
@@ -128,16 +129,18 @@ def _header(study: Study) -> str:
         ("seeds" if study.multi_seed else "seed", seed_text),
         ("rounds", str(sc.get("train", {}).get("rounds", round_text(study.last_round)))),
         ("events", _events_text(sc, study)),
-        ("methods", ", ".join(unl.get("methods", [])) or "none"),
-        ("recovery rounds", str(unl.get("recovery_rounds", "n/a"))),
-        ("membership attack", str(sc.get("oracle", {}).get("attack", "n/a"))),
         ("data", f"{data.get('dataset', '?')}, {data.get('num_clients', '?')} clients, {data.get('partitioner', '?')}"),
         ("run directory", str(study.root.resolve())),
     ]
+    if study.withdrawn:  # what only a run with events has
+        rows[4:4] = [("methods", ", ".join(unl.get("methods", [])) or "none"),
+                     ("recovery rounds", str(unl.get("recovery_rounds", "n/a"))),
+                     ("membership attack", str(sc.get("oracle", {}).get("attack", "n/a")))]
     table = "<table class=\"meta\"><tbody>" + "".join(
         f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows
     ) + "</tbody></table>"
-    return f"<h1>fedforget report: {esc(str(sc.get('name', '?')))}</h1>{table}{note_html(_interval_text(study))}"
+    interval = note_html(_interval_text(study)) if study.withdrawn or study.across_seeds else ""
+    return f"<h1>fedforget report: {esc(str(sc.get('name', '?')))}</h1>{headline}{table}{interval}"
 
 
 def _warnings(study: Study) -> str:
@@ -146,11 +149,16 @@ def _warnings(study: Study) -> str:
         for ev in run.events:
             if ev.get("event") in ("warning", "error"):
                 seen.setdefault(str(ev.get("message", ev)), []).append(run.seed)
-    parts = [note_html(f"{p.name}: no finished run there; left out of this report", "warn") for p in study.skipped]
+    items = [f"{p.name}: no finished run there; left out of this report" for p in study.skipped]
     for msg, seeds in seen.items():
         where = f" (seeds {', '.join(str(s) for s in seeds)})" if study.multi_seed else ""
-        parts.append(note_html(f"warning: {msg}{where}", "warn"))
-    return "".join(parts)
+        items.append(f"{msg}{where}")
+    if not items:
+        return ""
+    # One collapsed list: the verdict, not the caveats, opens the report.
+    lis = "".join(f"<li>{esc(i)}</li>" for i in items)
+    return (f'<details class="warn"><summary>{len(items)} warning{"s" if len(items) > 1 else ""} '
+            f"(click to read)</summary><ul class=\"small\">{lis}</ul></details>")
 
 
 def _failures(study: Study) -> str:
@@ -605,8 +613,10 @@ def _controls_section(study: Study) -> str:
 
 def _global_section(study: Study) -> str:
     uri = accuracy_figure(study)
-    caption = ("Global test accuracy by round; dotted red line at t − 0.5: the withdrawal and unlearning step "
-               "(the points on it are every arm right after that step).")
+    caption = "Global test accuracy by round."
+    if study.withdrawn:
+        caption += (" Dotted red line at t − 0.5: the withdrawal and unlearning step (the points on it are every "
+                    "arm right after that step).")
     fig = figure_html(uri, "test accuracy per arm", caption) if uri else note_html("No test accuracy values.")
     return "<h2>Test accuracy</h2>" + fig
 
@@ -677,13 +687,21 @@ def _reading_notes() -> str:
         "trained model fixed and understates run-to-run spread; --seeds N gives across-seed intervals. n/a: no "
         "value.",
     ]
-    return "<h2>How to read this report</h2><ul class=\"small\">" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
+    return "<h2 id=\"how-to-read\">How to read this report</h2><ul class=\"small\">" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
+
+
+def headline_html(run_dir: Path) -> str:
+    """The verdict first: one line per withdrawn client, and where to read more."""
+    items = "".join(f"<li>{esc(line)}</li>" for line in headline_lines(run_dir))
+    return (f'<div class="headline"><b>Verdict</b><ul>{items}</ul><span class="small">Margins and how these are '
+            'judged: <a href="#how-to-read">how to read this report</a>.</span></div>')
 
 
 def render_report(run_dir: str | Path) -> str:
     """The report of a run (or multi-seed) directory as one HTML string."""
     study = load_study(run_dir)
-    parts = [_header(study), _warnings(study), _failures(study), _diverged(study)]
+    parts = [_header(study, headline_html(study.root) if study.withdrawn else ""), _warnings(study),
+             _failures(study), _diverged(study)]
     if not study.withdrawn:
         parts.append(note_html("No withdrawal events in this run: nothing to unlearn, so only test accuracy is shown."))
         parts.append(_global_section(study))

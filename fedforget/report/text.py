@@ -22,7 +22,7 @@ from fedforget.analysis.tables import Results, load
 from fedforget.analysis.verdicts import DETECTION_LEVEL, EQUIVALENT, ONE_SEED
 from fedforget.schedule import ORIGINAL, RETRAIN
 
-__all__ = ["verdict_text"]
+__all__ = ["headline_lines", "verdict_text"]
 
 HEADER = ("arm", "AUC step", "FR step", "client test step", "AUC end", "FR end", "AUC gap end (vs retrain)",
           "test acc", "speed-up")
@@ -129,3 +129,50 @@ def _reading(res: Results, client: int, step: float, verdicts: pd.DataFrame, cal
         same_txt = (f"equivalent to retrain on AUC at the end: {', '.join(same)}" if same
                     else "no method is shown equivalent to retrain on AUC at the end")
     return f"Reading: {same_txt}; {hid_txt}."
+
+
+def headline_lines(path: str | Path | Results) -> list[str]:
+    """The report's headline, one line per withdrawn client: which methods reach
+    retrain's level on AUC at the end, which are worse, which are undecided
+    (and how many seeds would decide them), at what speed-up."""
+    res = path if isinstance(path, Results) else load(path)
+    verdicts = res.verdicts(at="final")
+    lines = []
+    for client, t in res.withdrawals().groupby("client").event_round.min().items():
+        v = verdicts[(verdicts.client == client) & (verdicts.metric == "mia_auc")].set_index("arm")
+        lines.append(_headline(res, int(client), float(t), v))
+    return lines
+
+
+def _headline(res: Results, client: int, t: float, v: pd.DataFrame) -> str:
+    m = res.metrics
+    cal = _mean(m, ORIGINAL, t - 1, client, "mia_auc")
+    head = f"Client {client} (withdraws at round {t:g}): "
+    if not cal >= SIGNAL_AUC:
+        step = t - 0.5
+        hidden = [a for a in _methods(m) if _detected(m, a, step, client).startswith("not")]
+        seen = _detected(m, ORIGINAL, step, client).startswith("detected")
+        tail = (f"the client-level test does see it, and does not detect {', '.join(hidden) or 'no method'} right "
+                "after the step (not proof of forgetting)." if seen else "the client-level test does not see it either.")
+        return head + (f"no signal — the oracle's AUC before it left is {cal:.3f}, below {SIGNAL_AUC}, so AUC and FR "
+                       f"cannot show forgetting; {tail}")
+    methods = [a for a in _methods(m) if a in v.index]
+    if any(v.loc[a].verdict == ONE_SEED for a in methods):
+        gaps = ", ".join(f"{a} {v.loc[a]['mean']:+.3f}" for a in methods)
+        return head + f"one seed, so gaps to retrain's AUC at the end but no verdicts ({gaps}); run --seeds 3."
+    groups = {}
+    for a in methods:
+        groups.setdefault(str(v.loc[a].verdict), []).append(a)
+    parts = []
+    if groups.get(EQUIVALENT):
+        parts.append("at retrain's level on AUC at the end: "
+                     + ", ".join(f"{a} ({_speedup(m, a)} fewer client steps)" for a in groups[EQUIVALENT]))
+    for word in ("worse", "better"):
+        if groups.get(word):
+            parts.append(f"{word} than retrain: " + ", ".join(
+                f"{a} ({v.loc[a]['mean']:+.3f} ± {(v.loc[a].hi - v.loc[a].lo) / 2:.3f})" for a in groups[word]))
+    if groups.get("undecided"):
+        parts.append("undecided: " + ", ".join(
+            f"{a} ({int(v.loc[a].seeds_to_decide)} seeds would decide it)" for a in groups["undecided"]))
+    n = res.scenarios.shape[0]
+    return head + "; ".join(parts) + f" (paired over {n} seeds, 95% intervals, margin ± 0.02)."
