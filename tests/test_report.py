@@ -392,27 +392,47 @@ def test_t_interval():
 
 def rendered_figures(report: Path, tmp_path: Path) -> tuple[int, int]:
     """(figures rendered, figures total) of a report opened in headless Chromium."""
+    body = _rendered_body(report, tmp_path)
+    rendered = re.search(r'data-figures-rendered="(\d+)"', body)
+    total = re.search(r'data-figures-total="(\d+)"', body)
+    assert rendered and total, body
+    return int(rendered.group(1)), int(total.group(1))
+
+
+def overflowing_tables(report: Path, tmp_path: Path) -> int:
+    """Tables wider than a 1,400-px window, in headless Chromium."""
+    found = re.search(r'data-tables-overflowing="(\d+)"', _rendered_body(report, tmp_path))
+    assert found
+    return int(found.group(1))
+
+
+def _rendered_body(report: Path, tmp_path: Path) -> str:
     chromium = shutil.which("chromium")
     require_tool(chromium is not None, "chromium is not installed (Debian's chromium package; .ci/run installs it)")
     cmd = [
         chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
-        report.resolve().as_uri(),
+        f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--window-size=1400,1000",
+        "--dump-dom", report.resolve().as_uri(),
     ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     body = re.search(r"<body[^>]*>", res.stdout)
     assert body, f"no DOM dumped (rc {res.returncode}): {res.stderr[-2000:]}"
-    rendered = re.search(r'data-figures-rendered="(\d+)"', body.group(0))
-    total = re.search(r'data-figures-total="(\d+)"', body.group(0))
-    assert rendered and total, body.group(0)
-    return int(rendered.group(1)), int(total.group(1))
+    return body.group(0)
 
 
 @pytest.mark.slow  # headless Chromium
 def test_figures_render_in_headless_chromium(single_report, tmp_path):
     rendered, total = rendered_figures(single_report, tmp_path)
     assert rendered == total > 0
+
+
+@pytest.mark.slow  # headless Chromium
+def test_every_table_fits_a_1400px_window(tmp_path):
+    for seed in (0, 1):
+        make_fake_run(tmp_path / "seeds" / f"seed-{seed}", seed=seed, client_test=True)
+    for report in (write_report(tmp_path / "seeds"), write_report(make_fake_run(tmp_path / "one", witness="canary"))):
+        assert overflowing_tables(report, tmp_path) == 0, report
 
 
 # ------------------------------------------------------------- the new layout

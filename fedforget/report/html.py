@@ -31,13 +31,16 @@ details.warn summary{cursor:pointer;font-weight:600}
 """
 
 
-# Counts the figures the browser could decode (a headless test reads these).
+# Counts the figures the browser could decode and the tables wider than the window (a headless test reads these).
 SCRIPT = """
 window.addEventListener("load", function () {
   var imgs = document.getElementsByTagName("img"), ok = 0;
   for (var i = 0; i < imgs.length; i++) { if (imgs[i].naturalWidth > 0) { ok++; } }
   document.body.dataset.figuresRendered = String(ok);
   document.body.dataset.figuresTotal = String(imgs.length);
+  var wide = document.querySelectorAll(".scroll"), over = 0;
+  for (var j = 0; j < wide.length; j++) { if (wide[j].scrollWidth > wide[j].clientWidth + 1) { over++; } }
+  document.body.dataset.tablesOverflowing = String(over);
 });
 """
 

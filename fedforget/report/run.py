@@ -377,8 +377,8 @@ def _method_table(study: Study, client: int, event_round: int) -> str:
                       for k in ("witness_accuracy", "witness_mia_auc", "witness_fr", "witness_fr_fixed_fpr"))
     has_client_p = {k: any(finite(v[k]) for vs in per_arm.values() for v in vs)
                     for k in ("client_mia_pvalue@event", "client_mia_pvalue")}
-    outcome_cols = [c for c in COLUMNS if c.kind == "outcome" or (c.kind == "witness" and has_witness)
-                    or (c.kind == "client_p" and has_client_p[c.key])]
+    outcome_cols = [c for c in COLUMNS if (c.kind == "outcome" and _any_value(per_arm, c.key))
+                    or (c.kind == "witness" and has_witness) or (c.kind == "client_p" and has_client_p[c.key])]
     usable = {c.key: study.usable(client, c.signal) if c.signal else None for c in outcome_cols}
     order = [a for a in (*study.methods, RETRAIN, ORIGINAL) if a in per_arm]
     rows, classes = [], []
@@ -404,9 +404,10 @@ def _method_table(study: Study, client: int, event_round: int) -> str:
                     + f"; below {DETECTION_LEVEL}: detected, otherwise not detected (no proof of forgetting: see "
                     "the test's power below).")
     views = [_column_view(study, c, client) for c in outcome_cols]
+    headers = ["arm", *(h for h, _ in views), "flags"]
+    titles = ["", *(t for _, t in views), "over-unlearning at the last round"]
     out = [
-        table_html(["arm", *(h for h, _ in views), "flags"], rows,
-               titles=["", *(t for _, t in views), "over-unlearning at the last round"], row_classes=classes),
+        *_split_table(headers, rows, titles, classes, [c.key in ACCURACY_KEYS for c in outcome_cols]),
         f'<p class="small">{esc(caption)}</p>',
         *_over_unlearning_lines(study, client, T),
         power_lines(study, client, event_round),
@@ -415,6 +416,32 @@ def _method_table(study: Study, client: int, event_round: int) -> str:
         out += [verdict_section(study, client, event_round), relapse_section(study, client, event_round)]
         out += _cost_table(study, client, event_round, per_arm)
     return "".join(out)
+
+
+#: Outcome columns shown in the second table (accuracies and witnesses), so that
+#: each table fits a 1,400-px window.
+ACCURACY_KEYS = {"test_accuracy", "forget_accuracy", "retain_accuracy", "witness_accuracy", "witness_mia_auc",
+                 "witness_fr", "witness_fr_fixed_fpr"}
+
+
+def _any_value(per_arm: dict[str, list[dict[str, float]]], key: str) -> bool:
+    """A column with no value in any arm and seed (e.g. a TPR the non-member
+    count cannot support) is left out rather than shown as n/a everywhere."""
+    return any(finite(v.get(key, NAN)) for vs in per_arm.values() for v in vs)
+
+
+def _split_table(headers: list[str], rows: list[list[str]], titles: list[str], classes: list[str],
+                 second: list[bool]) -> list[str]:
+    """One arm table as two: the membership columns (and flags), then the
+    accuracy and witness columns; the arm column heads both."""
+    first_idx = [0, *(i + 1 for i, s in enumerate(second) if not s), len(headers) - 1]
+    second_idx = [0, *(i + 1 for i, s in enumerate(second) if s)]
+    out = []
+    for idx in (first_idx, second_idx):
+        if len(idx) > 1:
+            out.append(table_html([headers[i] for i in idx], [[r[i] for i in idx] for r in rows],
+                                  titles=[titles[i] for i in idx], row_classes=classes))
+    return out
 
 
 def _cost_table(study: Study, client: int, event_round: int, per_arm: dict[str, list[dict[str, float]]]) -> list[str]:
@@ -451,9 +478,13 @@ def _cost_table(study: Study, client: int, event_round: int, per_arm: dict[str, 
                 f"{Estimate(to_end['retrain_wall_s_to_end']).text(2)} wall s.")
     if study.across_seeds:
         caption.append(f"Speed-ups: mean ± half-width, {ACROSS_SEEDS_LABEL}.")
-    return [f"<h3>Cost of unlearning, client {client}</h3>",
-            table_html(["method", *(c.header for c in cost_cols)], rows,
-                   titles=["", *(c.title for c in cost_cols)], row_classes=classes),
+    headers, titles = ["method", *(c.header for c in cost_cols)], ["", *(c.title for c in cost_cols)]
+    second = [c.kind == "speedup" for c in cost_cols]
+    first_idx = [0, *(i + 1 for i, s in enumerate(second) if not s)]
+    second_idx = [0, *(i + 1 for i, s in enumerate(second) if s)]
+    tables = [table_html([headers[i] for i in idx], [[r[i] for i in idx] for r in rows],
+                         titles=[titles[i] for i in idx], row_classes=classes) for idx in (first_idx, second_idx)]
+    return [f"<h3>Cost of unlearning, client {client}</h3>", *tables,
             *(f'<p class="small">{esc(line)}</p>' for line in caption)]
 
 
@@ -584,14 +615,18 @@ def _controls_section(study: Study) -> str:
         return ""
     T = study.last_round
     metrics = (("FR", "fr"), ("FR (fixed FPR)", "fr_fixed_fpr"), ("MIA AUC", "mia_auc"))
-    headers = ["arm"] + [f"client {c} {h}" for c in controls for h, _ in metrics]
     with_p = {c for c in controls
               if any(finite(r.value(a, T, c, "client_mia_pvalue")) for r in study.runs for a in study.arms)}
-    headers += [f"client {c} client p at the last round" for c in controls if c in with_p]
-    rows = [[arm] + [study.value(arm, T, c, m).text() for c in controls for _, m in metrics]
-            + [p_cell(study, [r.value(arm, T, c, "client_mia_pvalue") for r in study.runs])
-               for c in controls if c in with_p]
-            for arm in study.arms]
+    # One table per control client: side by side they overflow a 1,400-px window.
+    tables = []
+    for c in controls:
+        headers = ["arm", *(f"client {c} {h}" for h, _ in metrics)] + (["client p at the last round"] if c in with_p
+                                                                       else [])
+        rows = [[arm, *(study.value(arm, T, c, m).text() for _, m in metrics)]
+                + ([p_cell(study, [r.value(arm, T, c, "client_mia_pvalue") for r in study.runs])] if c in with_p
+                   else [])
+                for arm in study.arms]
+        tables.append(table_html(headers, rows))
     silent = [c for c in controls if all(s is False for s in study.signal(c))]
     notes = [f"At the last round (round {round_text(T)}). {_interval_caption(study)}"]
     if with_p:
@@ -606,7 +641,7 @@ def _controls_section(study: Study) -> str:
         "<h2>Control clients</h2>"
         + note_html("Clients that never withdraw, audited by the same kind of oracle. Their FR should stay near 0: "
                 "a large FR here means the model drifted rather than forgot; FR (fixed FPR) discounts that drift.")
-        + table_html(headers, rows)
+        + "".join(tables)
         + "".join(f'<p class="small">{esc(n)}</p>' for n in notes)
     )
 
