@@ -620,8 +620,8 @@ def _controls_section(study: Study) -> str:
     # One table per control client: side by side they overflow a 1,400-px window.
     tables = []
     for c in controls:
-        headers = ["arm", *(f"client {c} {h}" for h, _ in metrics)] + (["client p at the last round"] if c in with_p
-                                                                       else [])
+        headers = ["arm", *(f"client {c} {h}" for h, _ in metrics)] + (
+            [f"client {c} client p at the last round"] if c in with_p else [])
         rows = [[arm, *(study.value(arm, T, c, m).text() for _, m in metrics)]
                 + ([p_cell(study, [r.value(arm, T, c, "client_mia_pvalue") for r in study.runs])] if c in with_p
                    else [])
