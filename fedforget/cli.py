@@ -89,6 +89,25 @@ def _print_verdicts(run_dir: Path) -> None:
         print("\n" + text + "\n")
 
 
+def _resumed_from(run_dir: Path) -> str:
+    """Where the last resume continued from, as the events log recorded it."""
+    rounds = [json.loads(line).get("after_round") for line in (run_dir / "events.jsonl").read_text().splitlines()
+              if '"resumed"' in line]
+    if rounds and rounds[-1] is not None:
+        return f"resumed after round {rounds[-1]} (its last complete round) and finished"
+    return "no complete round was checkpointed: the run started over and finished"
+
+
+def _one_line_warnings() -> None:
+    """Warnings on the command line as one line each, without source paths."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
+
+
 def _cmd_flwr_run(args: argparse.Namespace) -> int:
     from fedforget.flower.deployment import flwr_run
 
@@ -105,6 +124,8 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
     def action() -> int:
         result = resume(args.run_dir, args.engine, progress=not args.no_progress, verbose=args.verbose)
+        print(_resumed_from(result.run_dir))
+        _print_verdicts(result.run_dir)
         print(f"run directory: {result.run_dir}  (report: {result.run_dir / 'report.html'})")
         return 0
 
@@ -250,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     # Overrides may come before or after options: argparse leaves the ones after
     # an option unparsed; they join the command's overrides.
+    _one_line_warnings()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     target = next((k for k in ("overrides", "axes") if hasattr(args, k)), None)

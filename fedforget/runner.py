@@ -45,8 +45,13 @@ class RunResult:
         return load(self.run_dir)
 
     def plot(self, client: int, metric: str = "mia_auc", ax=None):
-        """The client's forgetting curves, one line per arm (matplotlib)."""
+        """The client's forgetting curves, one line per arm: the matplotlib Figure."""
         return self.results().plot(client, metric, ax)
+
+    def __repr__(self) -> str:
+        # A terminal gets a summary, not the whole metrics table.
+        arms = ", ".join(dict.fromkeys(self.metrics.arm))
+        return f"<fedforget run {self.run_dir}: {self.scenario.name}, {len(self.metrics):,} metric rows; arms: {arms}>"
 
     def _repr_html_(self) -> str:
         return self.results()._repr_html_()

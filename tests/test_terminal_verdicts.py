@@ -66,3 +66,37 @@ def test_no_table_without_events(tmp_path, capsys):
     assert main(["run", str(cfg), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "Forgetting" not in printed and "final test accuracy (original)" in printed
+
+
+def test_resume_says_where_it_continued(tmp_path, capsys):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(tomli_w.dumps({**SCENARIO, "runtime": {"engine": "inline", "keep_checkpoints": True}}))
+    out = tmp_path / "run"
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    # A run killed after its last checkpoint and before events.jsonl (written last).
+    (out / "events.jsonl").rename(out / "events.jsonl.partial")
+    capsys.readouterr()
+    assert main(["resume", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "resumed after round 4 (its last complete round)" in printed and "Forgetting" in printed
+
+
+def test_a_scenario_warning_is_one_line(tmp_path, capsys):
+    cfg = tmp_path / "s.toml"
+    scenario = {**SCENARIO, "unlearning": {"methods": []}}
+    cfg.write_text(tomli_w.dumps(scenario))
+    assert main(["run", str(cfg), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "unlearning.methods is empty" in line]
+    assert err == [err[0]] and err[0].startswith("warning: the scenario has [[events]]") and ".py:" not in err[0]
+
+
+def test_results_summarise_in_a_terminal_and_plot_returns_a_figure(tmp_path):
+    import fedforget
+    from tests.conftest import tiny
+
+    res = fedforget.run(tiny(events=[{"round": 2, "client": 1}], unlearning={"methods": ["none"]}), out=tmp_path / "r")
+    assert repr(res).startswith("<fedforget run ") and "\n" not in repr(res) and len(repr(res)) < 300
+    assert repr(res.results()).startswith("<fedforget run ") and "\n" not in repr(res.results())
+    fig = res.plot(client=1)
+    fig.savefig(tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 1000

@@ -255,8 +255,18 @@ class Results:
             table = ""
         return head + ("<br>Final MIA AUC gap to retrain (mean, 95% interval across seeds):" + table if table else "")
 
+    def __repr__(self) -> str:
+        # A terminal gets a summary, not whole DataFrames (the tables are attributes).
+        arms = ", ".join(sorted(self.metrics.arm.unique()))
+        swept = f"; swept: {', '.join(self.swept)}" if self.swept else ""
+        return (f"<fedforget {self.kind} {self.root}: {self.scenarios.shape[0]} run(s), "
+                f"{len(self.metrics):,} metric rows; arms: {arms}{swept}>")
+
     def plot(self, client: int, metric: str = "mia_auc", ax=None):
-        """The client's forgetting curves (one line per arm, mean across runs)."""
+        """The client's forgetting curves (one line per arm, mean across runs).
+
+        Returns the matplotlib Figure (``.savefig`` works); pass ``ax`` to draw
+        into an Axes of your own."""
         import matplotlib.pyplot as plt
 
         ax = ax or plt.subplots(figsize=(7, 4))[1]
@@ -268,7 +278,7 @@ class Results:
         ax.set_ylabel(metric)
         ax.set_title(f"client {client}")
         ax.legend(fontsize="small")
-        return ax
+        return ax.figure
 
 
 def _mark_no_signal(table: pd.DataFrame, gaps: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
