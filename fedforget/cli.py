@@ -136,7 +136,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from fedforget.sweep import STUDY_TABLE, sweep
 
     def action() -> int:
-        table = sweep(args.config, args.axes, args.seeds, args.out, args.zip, overrides=_track_overrides(args),
+        table = sweep(args.config, args.axes, args.seeds, args.out, args.zip,
+                      overrides=[*args.fixed, *_track_overrides(args)],
                       engine=args.engine, progress=not args.no_progress, verbose=args.verbose)
         print(f"study directory: {args.out}  ({len(table)} rows in {Path(args.out) / STUDY_TABLE})")
         return 0
@@ -209,10 +210,22 @@ def _cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+EXAMPLES = """examples:
+  fedforget run configs/withdrawal.toml --engine inline      a withdrawal, ending with the verdict table
+  fedforget run configs/withdrawal.toml --seeds 3            three seeds: paired verdicts against retrain
+  fedforget run configs/withdrawal.toml train.rounds=20      any scenario key as key=value
+  fedforget sweep configs/withdrawal.toml data.alpha=0.1,1,10 --set data.partitioner=dirichlet --seeds 3
+  fedforget report runs/withdrawal-20261203-101500 --text   the verdict table again
+  fedforget methods                                          methods and attacks with their parameters
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fedforget",
         description="Federated-unlearning simulator on Flower, PyTorch and Ray.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES,
     )
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run a scenario TOML file")
@@ -236,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     fr.add_argument("--app-dir", default=".", help="the Flower app (this checkout's root)")
     fr.set_defaults(func=_cmd_flwr_run)
     res = sub.add_parser("resume", help="continue an interrupted run from its last complete round")
-    res.add_argument("run_dir")
+    res.add_argument("run_dir", help="the interrupted run directory (it holds resolved.toml)")
     res.add_argument("--engine", choices=["ray", "actors", "inline"], help="engine to continue on (default: the run's)")
     res.add_argument("--no-progress", action="store_true", help="no progress bar")
     res.add_argument("--verbose", action="store_true", help="show Ray and Flower logs")
@@ -244,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="run a scenario over swept keys (Cartesian product) and seeds")
     sw.add_argument("config", help="scenario TOML file")
     sw.add_argument("axes", nargs="+", help='key=v1,v2,... (a bracketed value such as ["a","b"] is one value)')
+    sw.add_argument("--set", dest="fixed", action="append", default=[], metavar="KEY=VALUE",
+                    help="a fixed override for every cell, not an axis (repeatable)")
     sw.add_argument("--seeds", type=int, default=1, help="seeds per cell (seed, seed+1, ...)")
     sw.add_argument("--out", default="runs/sweep", help="study directory (a rerun continues it)")
     sw.add_argument("--zip", action="store_true", help="pair the lists instead of their Cartesian product")
@@ -254,8 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="log metrics live to TensorBoard / MLflow (repeatable; sets tracking.backends)")
     sw.set_defaults(func=_cmd_sweep)
     ex = sub.add_parser("export", help="write a run's, seeds' or study's tidy tables as CSV or JSON")
-    ex.add_argument("dir")
-    ex.add_argument("--format", choices=["csv", "json"], default="csv")
+    ex.add_argument("dir", help="a run, seeds or sweep directory")
+    ex.add_argument("--format", choices=["csv", "json"], default="csv",
+                    help="CSV files, or JSON records (missing values null)")
     ex.add_argument("--out", help="directory for the tables (default: DIR itself)")
     ex.set_defaults(func=_cmd_export)
     rep = sub.add_parser("report", help="(re)build report.html of a run directory, or print its verdict table")

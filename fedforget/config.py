@@ -362,7 +362,7 @@ def _drop_none(obj: Any) -> Any:
     return obj
 
 
-def _parse_value(raw: str) -> Any:
+def parse_value(raw: str) -> Any:
     """Parse an override value as a TOML value; bare words stay strings."""
     try:
         return tomllib.loads(f"v = {raw}")["v"]
@@ -386,7 +386,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> 
             if not isinstance(nxt, dict):
                 raise ConfigError(f"{source}: override key {key!r}: {p!r} is not a table")
             node = nxt
-        node[parts[-1]] = _parse_value(raw.strip())
+        node[parts[-1]] = parse_value(raw.strip())
     return data
 
 

@@ -78,7 +78,7 @@ def test_sweep_is_interrupted_and_continues_without_redoing_finished_runs(tmp_pa
     assert set(table.columns) >= {"cell", "train.lr", "unlearning.methods", "seed", "arm", "client",
                                   "event_mia_auc", "final_mia_auc", "final_test_accuracy", "cost_client_steps",
                                   "speedup_steps"}
-    assert sorted(table[table.arm == "pga"]["train.lr"].unique()) == ["0.1", "0.3"]
+    assert sorted(table[table.arm == "pga"]["train.lr"].unique()) == [0.1, 0.3]  # typed, not strings
     spec = json.loads((out / "study.json").read_text())
     assert [c["values"]["train.lr"] for c in spec["cells"]] == ["0.1", "0.1", "0.3", "0.3"]
 
@@ -98,9 +98,9 @@ def test_sweep_is_interrupted_and_continues_without_redoing_finished_runs(tmp_pa
     gap = res.gap_to_retrain("mia_auc")
     gap = gap[gap.client == 1]  # the withdrawn client (control clients differ by seed)
     assert set(gap.arm) == {"original", "none", "pga"} and (gap.n == 2).all()
-    row = gap[(gap.arm == "pga") & (gap["train.lr"] == "0.1")].iloc[0]
-    mine = table[(table.arm == "pga") & (table["train.lr"] == "0.1")].set_index("seed").final_mia_auc
-    ref = table[(table.arm == "retrain") & (table["train.lr"] == "0.1")
+    row = gap[(gap.arm == "pga") & (gap["train.lr"] == 0.1)].iloc[0]
+    mine = table[(table.arm == "pga") & (table["train.lr"] == 0.1)].set_index("seed").final_mia_auc
+    ref = table[(table.arm == "retrain") & (table["train.lr"] == 0.1)
                 & (table["unlearning.methods"] == '["none","pga"]')].set_index("seed").final_mia_auc
     assert row["mean"] == pytest.approx((mine - ref).mean())
     assert row.lo < row["mean"] < row.hi
@@ -141,10 +141,27 @@ def test_a_failing_cell_does_not_stop_the_sweep_and_is_not_rerun(tmp_path):
     table = fedforget.sweep(config, ["train.lr=1e30,0.1"], out=out, engine="inline")
     failed = out / "cell-000" / "seed-3" / "failed.txt"
     assert "diverged" in failed.read_text()
-    assert set(table["train.lr"]) == {"0.1"}  # the other cell ran
+    assert set(table["train.lr"]) == {0.1}  # the other cell ran
     mtime = failed.stat().st_mtime_ns
     fedforget.sweep(config, ["train.lr=1e30,0.1"], out=out, engine="inline")
     assert failed.stat().st_mtime_ns == mtime  # not retried
     config.write_text(config.read_text().replace("rounds = 4", "rounds = 3"))
     with pytest.raises(ConfigError, match="another scenario than this sweep's cell"):
         fedforget.sweep(config, ["train.lr=1e30,0.1"], out=out, engine="inline")
+
+
+def test_set_keys_are_fixed_not_axes_and_swept_values_keep_their_types(tmp_path, capsys):
+    config, out = _config(tmp_path), tmp_path / "study"
+    assert main_cli(["sweep", str(config), "train.lr=0.1,0.3", "--set", "train.rounds=3", "--engine", "inline",
+                     "--no-progress", "--out", str(out)]) == 0
+    spec = json.loads((out / "study.json").read_text())
+    assert list(spec["axes"]) == ["train.lr"]  # --set is not an axis
+    res = fedforget.load(out)
+    assert res.metrics["round"].max() == 3  # ... but it applies to every cell
+    assert res.metrics["train.lr"].dtype.kind == "f" and set(res.metrics["train.lr"]) == {0.1, 0.3}
+    import pandas as pd
+
+    assert pd.read_parquet(out / "study.parquet")["train.lr"].dtype.kind == "f"
+    assert main_cli(["export", str(out), "--out", str(tmp_path / "csv")]) == 0
+    study = pd.read_csv(tmp_path / "csv" / "study.csv")
+    assert set(study["train.lr"]) == {0.1, 0.3} and (tmp_path / "csv" / "verdicts.csv").is_file()

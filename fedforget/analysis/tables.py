@@ -10,6 +10,8 @@ against retrain (:meth:`Results.verdicts`) and relapse (:meth:`Results.relapse`)
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 import tomllib
 from dataclasses import dataclass, field
@@ -301,7 +303,7 @@ def _run_dirs(root: Path) -> tuple[str, list[tuple[dict, Path]]]:
     """The kind of directory and its finished runs with their identifiers."""
     if (root / STUDY_FILE).is_file():
         spec = json.loads((root / STUDY_FILE).read_text())
-        return "study", [({"cell": c["cell"], **c["values"], "seed": int(d.name.split("-", 1)[1])}, d)
+        return "study", [({"cell": c["cell"], **typed_values(c["values"]), "seed": int(d.name.split("-", 1)[1])}, d)
                          for c in spec["cells"] for d in sorted((root / c["dir"]).glob("seed-*"))
                          if (d / "events.jsonl").is_file()]
     if (root / "events.jsonl").is_file():
@@ -349,8 +351,9 @@ def data_dictionary(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def export(path: str | Path, fmt: str = "csv", out: str | Path | None = None) -> list[Path]:
-    """Write the tidy tables (metrics, events, scenarios, costs, scores, and a
-    data dictionary) as CSV or JSON (records) into ``out`` (default: ``path``)."""
+    """Write the tidy tables (metrics, events, scenarios, costs, scores, the
+    paired verdicts, a sweep's study table, and a data dictionary) as CSV or
+    JSON (records) into ``out`` (default: ``path``)."""
     if fmt not in ("csv", "json"):
         raise ValueError(f"format must be csv or json, got {fmt!r}")
     res = load(path, scores=True)
@@ -360,6 +363,9 @@ def export(path: str | Path, fmt: str = "csv", out: str | Path | None = None) ->
               "data_dictionary": data_dictionary(res.metrics)}
     if res.scores is not None:
         tables["scores"] = res.scores
+    if res.kind == "study" and (Path(path) / "study.parquet").is_file():
+        tables["study"] = pd.read_parquet(Path(path) / "study.parquet")  # one row per (cell, seed, arm, client)
+    tables["verdicts"] = pd.concat([res.verdicts(at="event"), res.verdicts(at="final")], ignore_index=True)
     written = []
     for name, df in tables.items():
         target = out / f"{name}.{fmt}"
@@ -386,6 +392,18 @@ def _value(m: pd.DataFrame, arm: str, rnd: float, client, metric: str) -> float:
     return float(sel.value.iloc[0]) if len(sel) else float("nan")
 
 
+def typed_values(values: dict[str, str]) -> dict[str, Any]:
+    """Swept values as the scenario reads them (``"0.1"`` → 0.1, ``"true"`` →
+    True); a list or table stays its text, one hashable value per cell."""
+    from fedforget.config import parse_value
+
+    out = {}
+    for key, raw in values.items():
+        value = parse_value(str(raw))
+        out[key] = value if isinstance(value, (bool, int, float, str)) else str(raw)
+    return out
+
+
 def study_table(out: str | Path) -> pd.DataFrame:
     """One row per (cell, seed, arm, forgetting client) of a study directory's
     finished runs: the swept values, metrics right after the unlearning step
@@ -406,7 +424,8 @@ def study_table(out: str | Path) -> pd.DataFrame:
                 t = int(ev["round"])
                 for client in ev["clients"]:
                     for arm in sorted(set(m.arm)):
-                        row = {"cell": cell["cell"], **cell["values"], "seed": seed, "arm": arm, "client": client,
+                        row = {"cell": cell["cell"], **typed_values(cell["values"]), "seed": seed, "arm": arm,
+                               "client": client,
                                "event_round": t}
                         for k in CLIENT_METRICS:
                             row[f"event_{k}"] = _value(m, arm, t - 0.5, client, k)
