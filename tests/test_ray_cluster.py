@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -72,7 +73,11 @@ def cluster_address(tmp_path_factory):
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     port = _free_port()
     address = f"127.0.0.1:{port}"
-    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    # A temp dir of its own (short: Ray's socket paths live under it): `ray start`
+    # writes the cluster's address there, not to /tmp/ray/ray_current_cluster, which
+    # every later ray.init() on this machine (Flower's runtime included) would join.
+    temp_dir = tempfile.mkdtemp(prefix="rc", dir="/tmp")
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
     before = set(psutil.pids())
     try:
         subprocess.run([RAY, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
@@ -82,6 +87,7 @@ def cluster_address(tmp_path_factory):
         yield address
     finally:
         _stop_cluster(port, before)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_actors_land_on_both_nodes(cluster_address):
