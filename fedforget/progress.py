@@ -49,6 +49,10 @@ class TerminalProgress:
     def start(self) -> None:
         self.progress.start()
 
+    def relabel(self, labels: list[str]) -> None:
+        for task, label in zip(self.tasks, labels, strict=True):
+            self.progress.update(task, description=label)
+
     def stop(self) -> None:
         self.progress.stop()
 
@@ -88,6 +92,10 @@ class NotebookProgress:
         self._t0 = self._shown = 0.0
         self._handle = None
 
+    def relabel(self, labels: list[str]) -> None:
+        for row, label in zip(self.rows, labels, strict=True):
+            row[0] = label
+
     def start(self) -> None:
         from IPython.display import display
 
@@ -114,6 +122,44 @@ class NotebookProgress:
         return cb
 
 
-def progress_bar(scenarios: list[Scenario]) -> TerminalProgress | NotebookProgress:
-    """The notebook view inside a Jupyter kernel, the rich bar elsewhere."""
-    return NotebookProgress(scenarios) if in_notebook() else TerminalProgress(scenarios)
+class LogProgress:
+    """Output redirected to a file or a pipe: one whole line per round (a live bar
+    there would be cut to the terminal width the log never had)."""
+
+    def __init__(self, scenarios: list[Scenario], stream=None) -> None:
+        self.names = [f"{s.name} (seed {s.seed})" for s in scenarios]
+        self.totals = [s.train.rounds for s in scenarios]
+        self.stream = stream if stream is not None else sys.stdout
+        self._lock = threading.Lock()
+        self._t0 = 0.0
+
+    def relabel(self, labels: list[str]) -> None:
+        self.names = list(labels)
+
+    def start(self) -> None:
+        self._t0 = time.monotonic()
+
+    def stop(self) -> None:
+        self.stream.flush()
+
+    def callback(self, i: int) -> ProgressFn:
+        def cb(rnd: int, accs: dict[str, float]) -> None:
+            with self._lock:
+                print(f"{self.names[i]}  round {rnd}/{self.totals[i]}  {_elapsed(time.monotonic() - self._t0)}  "
+                      f"{_accuracies(accs)}", file=self.stream, flush=True)
+
+        return cb
+
+
+def progress_bar(scenarios: list[Scenario], labels: list[str] | None = None
+                 ) -> TerminalProgress | NotebookProgress | LogProgress:
+    """The notebook view inside a Jupyter kernel, the rich bar in a terminal,
+    and whole lines per round when output goes to a file or a pipe. ``labels``
+    name the runs (default: scenario name and seed)."""
+    if in_notebook():
+        bar = NotebookProgress(scenarios)
+    else:
+        bar = TerminalProgress(scenarios) if sys.stdout.isatty() else LogProgress(scenarios)
+    if labels is not None:
+        bar.relabel(labels)
+    return bar

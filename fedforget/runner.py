@@ -126,7 +126,10 @@ def run_many(
         except ValueError as err:  # e.g. more clients than samples, a bad witness label
             raise ConfigError(f"<{sc.name}>: data: {err}") from None
 
-    bar = progress_bar(scenarios) if progress else None
+    # In a sweep every cell has the scenario's name: its progress line names the cell.
+    labels = [f"{sc.name} {Path(o).parent.name}/{Path(o).name}" if Path(o).parent.name.startswith("cell-")
+              else f"{sc.name} (seed {sc.seed})" for sc, o in zip(scenarios, outs, strict=True)]
+    bar = progress_bar(scenarios, labels) if progress else None
     client_app = make_client_app(list(scenarios))
     server_app = make_server_app(list(scenarios), [Path(o) for o in outs], bar.callback if bar else None, resume)
     num_nodes = scenarios[0].data.num_clients

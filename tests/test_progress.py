@@ -77,8 +77,9 @@ def test_a_result_shows_its_summary_and_plots_its_curves(executed):
     assert figure.data["image/png"]  # matplotlib's inline backend drew the curves
 
 
-def test_terminal_gets_the_rich_bar(capsys):
+def test_terminal_gets_the_rich_bar(capsys, monkeypatch):
     assert not in_notebook()
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
     bar = progress_bar([tiny()])
     assert isinstance(bar, TerminalProgress)
     bar.start()
@@ -90,3 +91,28 @@ def test_terminal_gets_the_rich_bar(capsys):
 
 def test_notebook_view_without_a_kernel_is_not_chosen():
     assert not isinstance(progress_bar([tiny()]), NotebookProgress)
+
+
+def test_redirected_output_gets_one_whole_line_per_round(capsys):
+    from fedforget.progress import LogProgress
+
+    bar = progress_bar([tiny(name="a-rather-long-scenario-name-that-a-bar-would-cut", seed=7)])
+    assert isinstance(bar, LogProgress)  # capsys: stdout is not a terminal
+    bar.start()
+    for rnd in (1, 2, 3):
+        bar.callback(0)(rnd, {"original": 0.5 + rnd / 10, "retrain": 0.25, "forsaken": 0.125})
+    bar.stop()
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[2].startswith("a-rather-long-scenario-name-that-a-bar-would-cut (seed 7)  round 3/3")
+    assert lines[2].endswith("test acc: original 0.800  retrain 0.250  forsaken 0.125")
+
+
+def test_sweep_progress_lines_name_the_cell(tmp_path, capsys):
+    from fedforget.runner import run_many
+
+    runs = [tiny(name="cells", seed=s) for s in (3, 4)]
+    outs = [tmp_path / "study" / "cell-001" / f"seed-{s.seed}" for s in runs]
+    run_many(runs, outs, "inline", True, False)
+    lines = [line for line in capsys.readouterr().out.splitlines() if " round " in line]
+    assert any(line.startswith("cells cell-001/seed-3  round 3/3") for line in lines)
+    assert any(line.startswith("cells cell-001/seed-4  round 3/3") for line in lines)
