@@ -114,3 +114,30 @@ def test_witness_canary_relabels_only_the_client():
     others = np.setdiff1d(np.arange(len(fd.y)), np.r_[w, wa])
     assert np.array_equal(fd.y[others], clean.y[others])
     assert fd.splits().query("witness").sample_id.sort_values().tolist() == sorted(np.r_[w, wa].tolist())
+
+
+def test_hf_fails_fast_without_the_hub(monkeypatch):
+    """No connection (and HF_HUB_OFFLINE unset): one clear error at once, not
+    after the Hub client's retries."""
+    import socket
+    import time
+
+    def refuse(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    t0 = time.monotonic()
+    with pytest.raises(DataUnavailableError, match="cannot be reached .*network is unreachable"):
+        load_hf("fedforget-test/does-not-exist", seed=0)
+    assert time.monotonic() - t0 < 2
+
+
+def test_hf_offline_names_the_variable_and_a_local_path_never_blames_the_hub(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DataUnavailableError, match="HF_HUB_OFFLINE is set"):
+        load_hf("fedforget-test/does-not-exist", seed=0)
+    (tmp_path / "notes.txt").write_text("not a dataset")
+    with pytest.raises(DataUnavailableError) as err:
+        load_hf(str(tmp_path), seed=0)
+    assert f"the local dataset at {tmp_path}" in str(err.value) and "Hub" not in str(err.value)

@@ -8,7 +8,9 @@ dataset and join per-sample results across arms, rounds and seeds.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -146,6 +148,9 @@ def load_hf(hub_id: str, seed: int) -> RawDataset:
     from flwr_datasets import FederatedDataset
     from flwr_datasets.partitioner import IidPartitioner
 
+    local = Path(hub_id).expanduser().exists()
+    if not local:
+        _check_hub_reachable(hub_id)
     try:
         fds = FederatedDataset(
             dataset=hub_id, partitioners={"train": IidPartitioner(1)}, seed=seed
@@ -156,12 +161,36 @@ def load_hf(hub_id: str, seed: int) -> RawDataset:
         except (KeyError, ValueError):
             pass  # no test split on the Hub: fedforget splits one off (data.test_fraction)
     except Exception as err:  # the Hub stack raises many types when offline
+        raise DataUnavailableError(f"could not load {_where(hub_id, local)} ({type(err).__name__}: {err})") from err
+    try:
+        return arrays_from_hf(splits)
+    except DataUnavailableError as err:
+        raise DataUnavailableError(f"{_where(hub_id, local)}: {err}") from None
+
+
+def _where(hub_id: str, local: bool) -> str:
+    return f"the local dataset at {hub_id}" if local else f"dataset 'hf:{hub_id}' from the Hugging Face Hub"
+
+
+HUB_HOST = ("huggingface.co", 443)
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def _check_hub_reachable(hub_id: str) -> None:
+    """Fail at once when the Hub cannot be reached, instead of after the Hub
+    client's retries (about 28 s): HF_HUB_OFFLINE set, or no connection."""
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         raise DataUnavailableError(
-            f"could not load dataset 'hf:{hub_id}' from the Hugging Face Hub "
-            f"({type(err).__name__}: {err}). The Hub must be reachable for hf: "
-            "datasets; offline, use 'digits', 'mnist5k' or 'synthetic'."
-        ) from err
-    return arrays_from_hf(splits)
+            f"dataset 'hf:{hub_id}' needs the Hugging Face Hub, but HF_HUB_OFFLINE is set; offline, use "
+            "'digits', 'mnist5k' or 'synthetic', or hf:<a local dataset directory>.")
+    try:
+        socket.create_connection(HUB_HOST, timeout=HUB_PROBE_TIMEOUT_S).close()
+    except OSError as err:
+        raise DataUnavailableError(
+            f"dataset 'hf:{hub_id}' needs the Hugging Face Hub, which cannot be reached ({err}); offline, use "
+            "'digits', 'mnist5k' or 'synthetic', or hf:<a local dataset directory>.") from None
 
 
 def load_raw(dataset: str, seed: int, synthetic: dict | None = None) -> RawDataset:
