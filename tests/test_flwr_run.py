@@ -42,6 +42,7 @@ def test_flwr_run_follows_the_scenario_and_matches_inline(flwr_home, tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "changed from 10 to 2" not in proc.stdout + proc.stderr  # stale: fedforget sets the count
     assert not deployment.local_superlink_running()  # started by this run, so stopped by it
     assert not deployment._pids_with("flower-superlink", str(flwr_home))
     from fedforget.results import read_metrics

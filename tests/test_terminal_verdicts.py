@@ -100,3 +100,21 @@ def test_results_summarise_in_a_terminal_and_plot_returns_a_figure(tmp_path):
     fig = res.plot(client=1)
     fig.savefig(tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 1000
+
+
+def test_flwr_run_output_leaves_out_the_stale_supernode_lines():
+    import io
+
+    from fedforget.flower.deployment import relay
+
+    log = [
+        "INFO :      Starting Flower Simulation\n",
+        "WARNING :   Since flwr 1.32, default simulated SuperNodes changed from 10 to 2.\n",
+        "INFO :      Federation `@none/default` (6 simulated SuperNodes)\n",
+        "INFO :      To change federation size, use the following command:\n",
+        "INFO :      \tflwr federation simulation-config @none/default <superlink> --num-supernodes <N>\n",
+        "run directory: /tmp/x\n",
+    ]
+    out = io.StringIO()
+    relay(log, out)
+    assert out.getvalue().splitlines() == [log[0].rstrip("\n"), log[2].rstrip("\n"), log[5].rstrip("\n")]

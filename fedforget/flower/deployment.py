@@ -16,7 +16,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TextIO
 
 import httpx
 
@@ -94,6 +96,23 @@ def flwr_command(app_dir: Path, scenario_file: Path, sc: Scenario, out: Path) ->
             "--run-config", run_config, "--stream"]
 
 
+#: Lines of Flower's output that are stale here: fedforget always sets the
+#: federation's SuperNode count to the scenario's clients.
+STALE_FLOWER_LINES = (
+    "default simulated SuperNodes changed from 10 to 2",
+    "To change federation size, use the following command",
+    "flwr federation simulation-config",
+)
+
+
+def relay(lines: Iterable[str], out: TextIO) -> None:
+    """Copy ``flwr run``'s output line by line, leaving out the stale lines."""
+    for line in lines:
+        if not any(stale in line for stale in STALE_FLOWER_LINES):
+            out.write(line)
+            out.flush()
+
+
 def flwr_run(
     config: str | Path,
     overrides: list[str] | None = None,
@@ -126,7 +145,10 @@ def flwr_run(
         scenario_file = Path(tmp) / f"{sc.name}.toml"
         scenario_file.write_text(sc.to_toml())
         try:
-            proc = subprocess.run(flwr_command(app_dir, scenario_file, sc, out), env=env, cwd=app_dir)
+            proc = subprocess.Popen(flwr_command(app_dir, scenario_file, sc, out), env=env, cwd=app_dir,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+            relay(proc.stdout, sys.stdout)
+            proc.wait()
         finally:
             if stop_superlink if stop_superlink is not None else started_here:
                 stop_local_superlink()
