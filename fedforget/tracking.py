@@ -48,7 +48,9 @@ def check_available(backends: Sequence[str]) -> None:
     for name in backends:
         module, extra = EXTRAS[name]
         if importlib.util.find_spec(module) is None:
-            raise ConfigError(f"tracking.backends: {name!r} needs the {module} package: pip install '{extra}'")
+            short = extra.split("[", 1)[1].rstrip("]")
+            raise ConfigError(f"tracking.backends: {name!r} needs the {module} package: from a checkout, "
+                              f"pip install -c constraints.txt -e '.[{short}]' (or pip install '{extra}')")
 
 
 def tag_of(row: MetricRow) -> tuple[str, int]:

@@ -149,7 +149,8 @@ def test_off_by_default_and_a_missing_extra_is_named(monkeypatch, tmp_path):
     assert trackers_for(tiny(), tmp_path) == {}
     real = tracking.importlib.util.find_spec
     monkeypatch.setattr(tracking.importlib.util, "find_spec", lambda n: None if n == "mlflow" else real(n))
-    with pytest.raises(ConfigError, match=r"'mlflow' needs the mlflow package: pip install 'fedforget\[mlflow\]'"):
+    with pytest.raises(ConfigError, match=r"'mlflow' needs the mlflow package: from a checkout, pip install -c "
+                       r"constraints.txt -e '\.\[mlflow\]' \(or pip install 'fedforget\[mlflow\]'\)"):
         trackers_for(tiny(tracking={"backends": ["mlflow"]}), tmp_path)
     assert list(tmp_path.iterdir()) == []
 
