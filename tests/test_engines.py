@@ -139,6 +139,7 @@ def test_one_thousand_clients_start_and_run_a_round_inline(tmp_path):
 BYTES_PER_CLIENT_BOUND = 8 * 1024
 
 
+@pytest.mark.slow  # memory bound over growing federations
 def test_server_memory_does_not_grow_with_clients_beyond_a_small_bound(tmp_path):
     import tracemalloc
 

@@ -671,6 +671,7 @@ def frontier_section(text: str) -> str:
     return text.split("<h3>Cost–forgetting frontier, client 2</h3>", 1)[1]
 
 
+@pytest.mark.slow  # draws the frontier figure four times
 def test_frontier_figure_single_and_multi_seed(tmp_path):
     single = make_fake_run(tmp_path / "single", seed=0)
     text = write_report(single).read_text()

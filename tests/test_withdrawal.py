@@ -135,6 +135,7 @@ def test_speedups_divide_retraining_to_the_event(withdrawal_run):
     assert any(e["event"] == "yardstick" for e in events)
 
 
+@pytest.mark.slow  # two full runs
 def test_none_does_not_depend_on_recovery_rounds(tmp_path):
     """recovery_rounds only says how many regular rounds follow a method's
     recovery protocol; for plain FedAvg recovery (``none``'s) nothing changes."""
