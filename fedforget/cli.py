@@ -64,20 +64,12 @@ def _run_and_print(sc, out: Path, args: argparse.Namespace) -> int:
         for r in results:
             print(f"seed {r.scenario.seed}: final test accuracy (original) {r.final():.4f}")
     else:
-        out = run(sc, out=out, progress=not args.no_progress, verbose=args.verbose).run_dir
-        print(f"final test accuracy (original): {run_final(out):.4f}")
+        result = run(sc, out=out, progress=not args.no_progress, verbose=args.verbose)
+        out = result.run_dir
+        print(f"final test accuracy (original): {result.final():.4f}")
     _print_verdicts(out)
     print(f"run directory: {out}  (report: {out / 'report.html'})")
     return 0
-
-
-def run_final(run_dir: Path) -> float:
-    """The original arm's test accuracy at the last round, read back from the run directory."""
-    from fedforget.analysis import load
-
-    m = load(run_dir).metrics
-    acc = m[(m.arm == "original") & (m.metric == "test_accuracy") & m.client.isna()]
-    return float(acc[acc["round"] == acc["round"].max()].value.mean())
 
 
 def _print_verdicts(run_dir: Path) -> None:

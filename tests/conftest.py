@@ -85,3 +85,23 @@ def assert_same_metrics(a, b) -> bool:
 @pytest.fixture
 def tiny_scenario():
     return tiny
+
+
+@pytest.fixture
+def unlearning_step(monkeypatch):
+    """A flag dict whose ``"step"`` is True while any arm's unlearning step runs
+    (ScenarioRun.unlearn patched), for spies on what the step reads."""
+    from fedforget.flower.scenario_run import ScenarioRun
+
+    inside = {"step": False}
+    unlearn = ScenarioRun.unlearn
+
+    def spy_unlearn(self, *a, **k):
+        inside["step"] = True
+        try:
+            return unlearn(self, *a, **k)
+        finally:
+            inside["step"] = False
+
+    monkeypatch.setattr(ScenarioRun, "unlearn", spy_unlearn)
+    return inside

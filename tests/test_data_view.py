@@ -93,17 +93,17 @@ def test_view_serves_only_its_train_ids_and_matches_forget_ids(fd):
         ClientDataView.of(fd, fd.num_clients)
 
 
-def test_every_method_runs_on_views_only(tmp_path, monkeypatch):
+def test_every_method_runs_on_views_only(tmp_path, monkeypatch, unlearning_step):
     """A run of every method, a withdrawal and a class deletion: during the
     unlearning steps every sample a ClientApp handler reads comes through a
     ClientDataView, and every view holds train or validation samples only."""
-    from fedforget.flower.scenario_run import ScenarioRun
     from tests.conftest import tiny
 
     views: list[ClientDataView] = []
     outside: list[np.ndarray] = []
-    inside = {"step": False, "view": 0}
-    tensors, of, unlearn = FederatedData.tensors, ClientDataView.of.__func__, ScenarioRun.unlearn
+    inside = unlearning_step
+    inside["view"] = 0
+    tensors, of = FederatedData.tensors, ClientDataView.of.__func__
 
     def spy_tensors(self, ids):
         if inside["step"] and not inside["view"]:
@@ -120,16 +120,8 @@ def test_every_method_runs_on_views_only(tmp_path, monkeypatch):
             views.append(view)
         return view
 
-    def spy_unlearn(self, *a, **k):
-        inside["step"] = True
-        try:
-            return unlearn(self, *a, **k)
-        finally:
-            inside["step"] = False
-
     monkeypatch.setattr(FederatedData, "tensors", spy_tensors)
     monkeypatch.setattr(ClientDataView, "of", classmethod(spy_of))
-    monkeypatch.setattr(ScenarioRun, "unlearn", spy_unlearn)
     sc = tiny(train={"rounds": 3},
               events=[{"round": 2, "client": 1}, {"round": 3, "client": 2, "kind": "delete_class", "label": 3}],
               unlearning={"methods": ALL, "recovery_rounds": 0, "forsaken": {"steps": 2, "meta_iterations": 2}},

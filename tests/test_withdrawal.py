@@ -245,7 +245,7 @@ def test_registry_lists_every_method_with_defaults():
         get_method("magic")
 
 
-def test_oracle_nonmembers_method_inputs_and_training_data_are_disjoint(tmp_path, monkeypatch):
+def test_oracle_nonmembers_method_inputs_and_training_data_are_disjoint(tmp_path, monkeypatch, unlearning_step):
     """Data roles: record every sample the unlearning steps read (client ops and
     server guards, through FederatedData.tensors in this one-process engine) and
     check it against splits.parquet: never an audit or test sample; and the
@@ -255,20 +255,13 @@ def test_oracle_nonmembers_method_inputs_and_training_data_are_disjoint(tmp_path
     from tests.conftest import tiny
 
     read: list[np.ndarray] = []
-    inside = {"step": False}
-    tensors, unlearn, init = FederatedData.tensors, ScenarioRun.unlearn, ScenarioRun.__init__
+    inside = unlearning_step
+    tensors, init = FederatedData.tensors, ScenarioRun.__init__
 
     def spy_tensors(self, ids):
         if inside["step"]:
             read.append(np.asarray(ids, dtype=np.int64))
         return tensors(self, ids)
-
-    def spy_unlearn(self, *a, **k):
-        inside["step"] = True
-        try:
-            return unlearn(self, *a, **k)
-        finally:
-            inside["step"] = False
 
     def spy_init(self, *a, **k):
         init(self, *a, **k)
@@ -277,7 +270,6 @@ def test_oracle_nonmembers_method_inputs_and_training_data_are_disjoint(tmp_path
         assert torch.equal(self._server_validation[1], torch.from_numpy(self.fd.y[self.fd.server_validation_ids]))
 
     monkeypatch.setattr(FederatedData, "tensors", spy_tensors)
-    monkeypatch.setattr(ScenarioRun, "unlearn", spy_unlearn)
     monkeypatch.setattr(ScenarioRun, "__init__", spy_init)
     sc = tiny(train={"rounds": 3}, events=[{"round": 2, "client": 1, "witness": "canary"}],
               unlearning={"methods": ALL, "recovery_rounds": 0, "forsaken": {"steps": 2, "meta_iterations": 2}},

@@ -407,7 +407,7 @@ def _method_table(study: Study, client: int, event_round: int) -> str:
     headers = ["arm", *(h for h, _ in views), "flags"]
     titles = ["", *(t for _, t in views), "over-unlearning at the last round"]
     out = [
-        *_split_table(headers, rows, titles, classes, [c.key in ACCURACY_KEYS for c in outcome_cols]),
+        *_split_table(headers, rows, titles, classes, [c.key in ACCURACY_KEYS for c in outcome_cols], trailing=1),
         f'<p class="small">{esc(caption)}</p>',
         *_over_unlearning_lines(study, client, T),
         power_lines(study, client, event_round),
@@ -431,17 +431,16 @@ def _any_value(per_arm: dict[str, list[dict[str, float]]], key: str) -> bool:
 
 
 def _split_table(headers: list[str], rows: list[list[str]], titles: list[str], classes: list[str],
-                 second: list[bool]) -> list[str]:
-    """One arm table as two: the membership columns (and flags), then the
-    accuracy and witness columns; the arm column heads both."""
-    first_idx = [0, *(i + 1 for i, s in enumerate(second) if not s), len(headers) - 1]
+                 second: list[bool], trailing: int = 0) -> list[str]:
+    """One arm table as two, so that each fits the window: the columns not in
+    ``second`` (and the ``trailing`` last ones, e.g. flags), then those in
+    ``second``; the first column (the arm) heads both."""
+    n = len(second)
+    first_idx = [0, *(i + 1 for i, s in enumerate(second) if not s), *range(n + 1, n + 1 + trailing)]
     second_idx = [0, *(i + 1 for i, s in enumerate(second) if s)]
-    out = []
-    for idx in (first_idx, second_idx):
-        if len(idx) > 1:
-            out.append(table_html([headers[i] for i in idx], [[r[i] for i in idx] for r in rows],
-                                  titles=[titles[i] for i in idx], row_classes=classes))
-    return out
+    return [table_html([headers[i] for i in idx], [[r[i] for i in idx] for r in rows],
+                       titles=[titles[i] for i in idx], row_classes=classes)
+            for idx in (first_idx, second_idx) if len(idx) > 1]
 
 
 def _cost_table(study: Study, client: int, event_round: int, per_arm: dict[str, list[dict[str, float]]]) -> list[str]:
@@ -478,12 +477,8 @@ def _cost_table(study: Study, client: int, event_round: int, per_arm: dict[str, 
                 f"{Estimate(to_end['retrain_wall_s_to_end']).text(2)} wall s.")
     if study.across_seeds:
         caption.append(f"Speed-ups: mean ± half-width, {ACROSS_SEEDS_LABEL}.")
-    headers, titles = ["method", *(c.header for c in cost_cols)], ["", *(c.title for c in cost_cols)]
-    second = [c.kind == "speedup" for c in cost_cols]
-    first_idx = [0, *(i + 1 for i, s in enumerate(second) if not s)]
-    second_idx = [0, *(i + 1 for i, s in enumerate(second) if s)]
-    tables = [table_html([headers[i] for i in idx], [[r[i] for i in idx] for r in rows],
-                         titles=[titles[i] for i in idx], row_classes=classes) for idx in (first_idx, second_idx)]
+    tables = _split_table(["method", *(c.header for c in cost_cols)], rows, ["", *(c.title for c in cost_cols)],
+                          classes, [c.kind == "speedup" for c in cost_cols])
     return [f"<h3>Cost of unlearning, client {client}</h3>", *tables,
             *(f'<p class="small">{esc(line)}</p>' for line in caption)]
 
