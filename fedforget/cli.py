@@ -16,7 +16,7 @@ def _guarded(action: Callable[[], int], failure_note: str = "", failures: tuple[
     failed (a client, divergence, data that cannot be fetched) one line and 1."""
     from fedforget.config import ConfigError
     from fedforget.data import DataUnavailableError
-    from fedforget.flower.strategy import ClientFailure, DivergenceError, RunsFailed
+    from fedforget.protocol import ClientFailure, DivergenceError, RunsFailed
 
     try:
         return action()
@@ -31,7 +31,7 @@ def _guarded(action: Callable[[], int], failure_note: str = "", failures: tuple[
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from fedforget.config import load_scenario
-    from fedforget.runner import default_out
+    from fedforget.results import default_run_dir
 
     overrides = list(args.overrides)
     if args.keep_checkpoints:
@@ -45,7 +45,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     def action() -> int:
         sc = load_scenario(args.config, overrides)
-        return _run_and_print(sc, Path(args.out) if args.out else default_out(sc), args)
+        return _run_and_print(sc, Path(args.out) if args.out else default_run_dir(sc.name), args)
 
     return _guarded(action, f" (run directory {args.out or 'runs/...'} holds events.jsonl.partial; "
                             "`fedforget resume` continues it from its last complete round)")
@@ -174,31 +174,75 @@ method's cost: speedup_steps, speedup_bytes, speedup_wall (inf: it cost nothing)
 """
 
 
+#: ``fedforget <command>`` -> (registry attribute, help, heading, footer) of the registry listings.
+LISTINGS = {
+    "attacks": ("attacks", "list oracle attacks, their parameters and defaults",
+                "Oracle attacks (oracle.attack; parameters in [oracle.<attack>] tables):", ""),
+    "models": ("models", "list models (model.name)", "Models (model.name; widths in model.hidden):", ""),
+    "datasets": ("datasets", "list embedded datasets (data.dataset) and their options",
+                 "Datasets (data.dataset; options in the [data.<dataset>] table):",
+                 "hf:<hub id>: a Hugging Face Hub image dataset (online), or hf:<a local dataset directory>"),
+    "partitioners": ("partitioners", "list partitioners (data.partitioner)",
+                     "Partitioners (data.partitioner; alpha, classes_per_client, shards_per_client in [data]):", ""),
+    "engines": ("engines", "list engines (runtime.engine)", "Engines (runtime.engine, --engine):", ""),
+}
+
+
 def _print_params(params_cls, indent: str = "  ") -> None:
     for field, info in params_cls.model_fields.items():
         desc = f" - {info.description}" if info.description else ""
         print(f"{indent}{field} = {info.default!r}{desc}")
 
 
+def _summary(obj) -> str:
+    """A registered object's one-line summary: its ``summary``, else its docstring's first line."""
+    text = getattr(obj, "summary", "") or (obj.__doc__ or "").strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _print_entry(reg, name: str) -> None:
+    """Name and summary, where it came from, and its parameters (where it has a ``Params``)."""
+    print(f"{name}: {_summary(reg.get(name))}")
+    print(f"  from: {reg.origin(name)}")
+    params = reg.params_model(name)
+    if params is not None:
+        _print_params(params)
+
+
+def _print_listing(command: str) -> None:
+    from fedforget import registry
+
+    attr, _, heading, footer = LISTINGS[command]
+    reg = getattr(registry, attr)
+    print(heading)
+    for name in reg.names():
+        _print_entry(reg, name)
+    if footer:
+        print(footer)
+
+
+def _cmd_listing(args: argparse.Namespace) -> int:
+    _print_listing(args.command)
+    return 0
+
+
 def _cmd_methods(args: argparse.Namespace) -> int:
-    from fedforget.oracle.attacks import ATTACKS
-    from fedforget.unlearning import METHODS, UnlearningMethod
+    from fedforget import registry
+    from fedforget.unlearning import UnlearningMethod
 
     print(METHODS_PREAMBLE)
     print("Methods ([unlearning.<method>] tables):")
-    for name in sorted(METHODS):
-        cls = METHODS[name]
+    for name in registry.methods.names():
+        cls = registry.methods.get(name)
         print(f"{name}: {cls.summary}")
+        print(f"  from: {registry.methods.origin(name)}")
         print(f"  needs: {cls.needs}")
         plain = cls.recovery_epochs is UnlearningMethod.recovery_epochs
         print("  recovery: " + ("plain FedAvg (unlearning.recovery_rounds changes nothing)" if plain
                                 else "its own protocol for the first unlearning.recovery_rounds rounds"))
         _print_params(cls.Params)
-    print("\nOracle attacks (oracle.attack; parameters in [oracle.<attack>] tables):")
-    for name in sorted(ATTACKS):
-        cls = ATTACKS[name]
-        print(f"{name}: {(cls.__doc__ or '').strip().splitlines()[0]}")
-        _print_params(cls.Params)
+    print()
+    _print_listing("attacks")
     return 0
 
 
@@ -209,6 +253,7 @@ EXAMPLES = """examples:
   fedforget sweep configs/withdrawal.toml data.alpha=0.1,1,10 --set data.partitioner=dirichlet --seeds 3
   fedforget report runs/withdrawal-20261203-101500 --text   the verdict table again
   fedforget methods                                          methods and attacks with their parameters
+  fedforget models | datasets | partitioners | engines | attacks   what else is registered, and where from
 """
 
 
@@ -223,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a scenario TOML file")
     r.add_argument("config", help="scenario TOML file")
     r.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.rounds=5")
-    r.add_argument("--engine", choices=["ray", "actors", "inline"], help="override runtime.engine")
+    r.add_argument("--engine", choices=_engines(), help="override runtime.engine")
     r.add_argument("--out", help="run directory (default runs/<name>-<timestamp>)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--verbose", action="store_true", help="show Ray and Flower logs")
@@ -242,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     fr.set_defaults(func=_cmd_flwr_run)
     res = sub.add_parser("resume", help="continue an interrupted run from its last complete round")
     res.add_argument("run_dir", help="the interrupted run directory (it holds resolved.toml)")
-    res.add_argument("--engine", choices=["ray", "actors", "inline"], help="engine to continue on (default: the run's)")
+    res.add_argument("--engine", choices=_engines(), help="engine to continue on (default: the run's)")
     res.add_argument("--no-progress", action="store_true", help="no progress bar")
     res.add_argument("--verbose", action="store_true", help="show Ray and Flower logs")
     res.set_defaults(func=_cmd_resume)
@@ -254,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--seeds", type=int, default=1, help="seeds per cell (seed, seed+1, ...)")
     sw.add_argument("--out", default="runs/sweep", help="study directory (a rerun continues it)")
     sw.add_argument("--zip", action="store_true", help="pair the lists instead of their Cartesian product")
-    sw.add_argument("--engine", choices=["ray", "actors", "inline"], help="override runtime.engine")
+    sw.add_argument("--engine", choices=_engines(), help="override runtime.engine")
     sw.add_argument("--no-progress", action="store_true", help="no progress bar")
     sw.add_argument("--verbose", action="store_true", help="show Ray and Flower logs")
     sw.add_argument("--track", action="append", choices=["tensorboard", "mlflow"],
@@ -273,7 +318,17 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=_cmd_report)
     m = sub.add_parser("methods", help="list unlearning methods and oracle attacks, their parameters and defaults")
     m.set_defaults(func=_cmd_methods)
+    for command, (_, help_text, _, _) in LISTINGS.items():
+        sub.add_parser(command, help=help_text).set_defaults(func=_cmd_listing)
     return p
+
+
+def _engines():
+    """The engine registry as ``--engine`` choices: read (and its module
+    imported) only when an ``--engine`` value is checked or help is shown."""
+    from fedforget import registry
+
+    return registry.engines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import tomllib
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-EMBEDDED_DATASETS = ("digits", "mnist5k", "synthetic")
+from fedforget import registry
 
 
 class ConfigError(ValueError):
@@ -27,26 +28,10 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
-def check_params_table(key: str, table: Any, registry, what: str) -> None:
-    """Validate a ``[<section>.<name>]`` parameter table by its registered
-    class's ``Params`` (methods and attacks alike); one-line ValueError."""
-    if key not in registry:
-        raise ValueError(f"{key}: unknown key (not a registered {what})")
-    if not isinstance(table, dict):
-        raise ValueError(f"{key}: must be a table of parameters")
-    try:
-        registry[key].Params.model_validate(table)
-    except ValidationError as err:
-        e = err.errors()[0]
-        loc = ".".join(str(p) for p in e["loc"])
-        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        raise ValueError(f"{key}.{loc}: {msg}" if loc else f"{key}: {msg}") from None
-
-
-def _check_registered(what: str, name: str, registry) -> str:
-    """Names come from their registries (one source of truth)."""
-    if name not in registry:
-        raise ValueError(f"unknown {what} {name!r}; known: {', '.join(sorted(registry))}")
+def _check_registered(reg: registry.Registry, name: str) -> str:
+    """Names come from their registries (one source of truth); the registry's
+    error lists the known names."""
+    reg.get(name)
     return name
 
 
@@ -87,20 +72,18 @@ class DataConfig(_Section):
     @field_validator("partitioner")
     @classmethod
     def _registered_partitioner(cls, name: str) -> str:
-        from fedforget.data.partition import PARTITIONERS
+        return _check_registered(registry.partitioners, name)
 
-        return _check_registered("partitioner", name, PARTITIONERS)
-
-    @model_validator(mode="after")
-    def _check_dataset(self) -> DataConfig:
-        if self.dataset not in EMBEDDED_DATASETS and not (
-            self.dataset.startswith("hf:") and len(self.dataset) > 3
-        ):
-            raise ValueError(
-                f"unknown dataset {self.dataset!r}; expected one of "
-                f"{', '.join(EMBEDDED_DATASETS)} or hf:<hub id>"
-            )
-        return self
+    @field_validator("dataset")
+    @classmethod
+    def _registered_dataset(cls, name: str) -> str:
+        # hf:<hub id> is a prefix, not a registered name: any Hub dataset loads.
+        if name.startswith("hf:") and len(name) > 3:
+            return name
+        try:
+            return _check_registered(registry.datasets, name)
+        except registry.UnknownNameError as err:
+            raise ValueError(f"{err} or hf:<hub id>") from None
 
 
 class ModelConfig(_Section):
@@ -110,9 +93,7 @@ class ModelConfig(_Section):
     @field_validator("name")
     @classmethod
     def _registered_model(cls, name: str) -> str:
-        from fedforget.models import MODELS
-
-        return _check_registered("model", name, MODELS)
+        return _check_registered(registry.models, name)
 
     @model_validator(mode="after")
     def _check_hidden(self) -> ModelConfig:
@@ -133,8 +114,9 @@ class TrainConfig(_Section):
 
 
 class RuntimeConfig(_Section):
-    engine: Literal["ray", "actors", "inline"] = Field(
-        "ray", description="ray (Flower Simulation Runtime), actors (Ray actors, our Grid), inline (one process)"
+    engine: str = Field(
+        "ray", description="ray (Flower Simulation Runtime), actors (Ray actors, our Grid), inline (one process): "
+                           "a registered engine (fedforget engines lists them)"
     )
     client_failure_rate: float = Field(
         0.0, ge=0.0, lt=1.0,
@@ -154,6 +136,14 @@ class RuntimeConfig(_Section):
     num_gpus: float = Field(0.0, ge=0, description="GPUs per ClientApp actor (ray, actors)")
     address: str = Field("", description="an existing Ray cluster to join (actors); '' starts a local one")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where models train: auto picks CUDA when torch sees it")
+
+    @field_validator("engine")
+    @classmethod
+    def _registered_engine(cls, name: str) -> str:
+        # The runner starts engines by these names: a path cannot name one.
+        if name not in registry.engines:
+            raise ValueError(f"unknown engine {name!r}; expected one of {', '.join(registry.engines.names())}")
+        return name
 
 
 class TrackingConfig(_Section):
@@ -236,6 +226,10 @@ class UnlearningConfig(_Section):
     methods: list[str] = Field(default_factory=list, description="unlearning methods, one arm each (fedforget methods lists them)")
     recovery_rounds: int = Field(5, ge=0, description="rounds after the event run by each method's recovery protocol")
 
+    def method_params(self, name: str) -> dict[str, Any]:
+        """The ``[unlearning.<name>]`` table (defaults filled in by the method)."""
+        return dict((self.model_extra or {}).get(name) or {})
+
 
 class OracleConfig(_Section):
     """The membership oracle (``[oracle]``): calibrated once per withdrawal event
@@ -255,30 +249,15 @@ class OracleConfig(_Section):
         1000, ge=1, description="non-members per audited client where the data allows (TPR at 1% FPR needs 1,000)"
     )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _legacy_lira_keys(cls, data: Any) -> Any:
-        # Scenario files written before [oracle.lira] existed keep working.
-        if isinstance(data, dict):
-            legacy = {"shadows": "shadows", "lira_online": "online", "lira_fixed_variance": "fixed_variance"}
-            moved = {new: data.pop(old) for old, new in legacy.items() if old in data}
-            if moved:
-                data["lira"] = {**moved, **dict(data.get("lira") or {})}
-        return data
-
     @field_validator("attack")
     @classmethod
     def _registered_attack(cls, name: str) -> str:
-        from fedforget.oracle.attacks import ATTACKS
-
-        return _check_registered("attack", name, ATTACKS)
+        return _check_registered(registry.attacks, name)
 
     @model_validator(mode="after")
     def _check_attack_tables(self) -> OracleConfig:
-        from fedforget.oracle.attacks import ATTACKS
-
         for key, table in (self.model_extra or {}).items():
-            check_params_table(key, table, ATTACKS, "attack")
+            registry.attacks.validate_params(key, table)
         return self
 
     def attack_params(self) -> dict[str, Any]:
@@ -320,9 +299,8 @@ class Scenario(_Section):
                 seen.add(c)
         if self.events and len(self.withdrawn_clients()) >= self.data.num_clients:
             raise ValueError("every client withdraws; at least one must remain")
-        from fedforget.oracle.attacks import ATTACKS
-
-        if not ATTACKS[self.oracle.attack].supports_deletions and any(not ev.withdraws for ev in self.events):
+        attack = registry.attacks.get(self.oracle.attack)
+        if not attack.supports_deletions and any(not ev.withdraws for ev in self.events):
             raise ValueError(f"oracle.attack = {self.oracle.attack!r} supports withdraw events only")
         return self
 
@@ -407,19 +385,40 @@ def scenario_from_dict(data: dict[str, Any], source: str = "<scenario>") -> Scen
         scenario = Scenario.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err, source)) from None
-    _check_method_tables(scenario, source)
+    try:
+        check_unlearning(scenario)
+    except ValueError as err:
+        raise ConfigError(f"{source}: {err}") from None
     return scenario
 
 
-def _check_method_tables(scenario: Scenario, source: str) -> None:
-    # Method parameter tables are validated by the method registry, which lives in
-    # fedforget.unlearning; imported lazily to keep config import-light.
-    from fedforget.unlearning import validate_unlearning_config
-
-    try:
-        validate_unlearning_config(scenario)
-    except ValueError as err:
-        raise ConfigError(f"{source}: {err}") from None
+def check_unlearning(scenario: Scenario) -> None:
+    """Check method names, their parameter tables and what each method needs
+    from the scenario (one-line ValueError). The method registry knows the
+    methods; config never imports them."""
+    un = scenario.unlearning
+    for name in un.methods:
+        try:
+            registry.methods.get(name)
+        except ValueError as err:
+            raise ValueError(f"unlearning.methods: {err}") from None
+    if len(set(un.methods)) != len(un.methods):
+        raise ValueError("unlearning.methods lists a method twice")
+    if un.methods and not scenario.events:
+        raise ValueError("unlearning.methods is set but there are no [[events]]")
+    for key, table in (un.model_extra or {}).items():
+        try:
+            registry.methods.validate_params(key, table)
+        except ValueError as err:
+            raise ValueError(f"unlearning.{err}") from None
+    for name in un.methods:
+        cls = registry.methods.get(name)
+        cls.check_scenario(scenario, cls.Params(**un.method_params(name)))
+    if scenario.events and not un.methods:
+        warnings.warn(
+            "the scenario has [[events]] but unlearning.methods is empty: only the original and retrain "
+            "arms run (no unlearning method is compared)", UserWarning, stacklevel=2,
+        )
 
 
 def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:

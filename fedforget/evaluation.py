@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from fedforget.data.federated import FederatedData
+from fedforget.results import MetricRow
 from fedforget.training import accuracy_on_labels, evaluate
 
-Row = tuple[int | None, str, float]
 
 
 class Auditor:
@@ -50,23 +50,23 @@ class Auditor:
             x = torch.from_numpy(fd.x_test_triggered)
             self.triggered = (x, torch.full((len(x),), fd.test_triggered_label, dtype=torch.long))
 
-    def rows(self, model: nn.Module) -> list[Row]:
+    def rows(self, arm: str, label: float, model: nn.Module) -> list[MetricRow]:
         """Global ``test_loss``/``test_accuracy``; per watched client
-        ``forget_accuracy``, ``retain_accuracy`` and ``witness_accuracy``."""
-        out: list[Row] = []
+        ``forget_accuracy``, ``retain_accuracy`` and ``witness_accuracy``: an
+        arm's rows at a round label."""
         loss, acc = evaluate(model, *self.test)
-        out += [(None, "test_loss", loss), (None, "test_accuracy", acc)]
+        out = [MetricRow(arm, label, None, "test_loss", loss), MetricRow(arm, label, None, "test_accuracy", acc)]
         if not self.watched:  # the retain set (every client's train part) is only reported per watched client
             return out
         retain_acc = evaluate(model, *self.retain)[1] if len(self.retain[1]) else float("nan")
         for c in self.watched:
-            out.append((c, "forget_accuracy", evaluate(model, *self.forget[c])[1]))
-            out.append((c, "retain_accuracy", retain_acc))
+            out.append(MetricRow(arm, label, c, "forget_accuracy", evaluate(model, *self.forget[c])[1]))
+            out.append(MetricRow(arm, label, c, "retain_accuracy", retain_acc))
             if c in self.witness:
                 if self.triggered is not None:
                     # Backdoor: the trigger's effect on clean test images.
                     w_acc = accuracy_on_labels(model, *self.triggered)
                 else:
                     w_acc = accuracy_on_labels(model, *self.witness[c])
-                out.append((c, "witness_accuracy", w_acc))
+                out.append(MetricRow(arm, label, c, "witness_accuracy", w_acc))
         return out

@@ -1,4 +1,5 @@
-"""Model registry: ``logreg``, ``mlp``, ``cnn``, built from the data's input shape.
+"""Models: ``logreg``, ``mlp``, ``cnn``, built from the data's input shape and
+registered by name in :data:`fedforget.registry.models`.
 
 Every model is an ``nn.Sequential`` of Flatten / Linear / Conv2d / ReLU / MaxPool2d
 whose last layer is a Linear classifier producing logits. Unlearning methods rely
@@ -13,25 +14,18 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from fedforget import registry
+
 ModelBuilder = Callable[[tuple[int, ...], int, list[int]], nn.Sequential]
-MODELS: dict[str, ModelBuilder] = {}
 
 
-def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    def deco(fn: ModelBuilder) -> ModelBuilder:
-        MODELS[name] = fn
-        return fn
-
-    return deco
-
-
-@register_model("logreg")
+@registry.models.register("logreg")
 def logreg(input_shape: tuple[int, ...], num_classes: int, hidden: list[int]) -> nn.Sequential:
     """Multinomial logistic regression (``hidden`` is ignored)."""
     return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), num_classes))
 
 
-@register_model("mlp")
+@registry.models.register("mlp")
 def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: list[int]) -> nn.Sequential:
     """Fully connected ReLU network with the given hidden widths."""
     layers: list[nn.Module] = [nn.Flatten()]
@@ -43,7 +37,7 @@ def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: list[int]) -> nn
     return nn.Sequential(*layers)
 
 
-@register_model("cnn")
+@registry.models.register("cnn")
 def cnn(input_shape: tuple[int, ...], num_classes: int, hidden: list[int]) -> nn.Sequential:
     """Two 3x3 conv blocks (16, 32 channels, 2x2 max-pool each) and a ReLU head.
 
@@ -73,14 +67,13 @@ def build_model(
     name: str, input_shape: tuple[int, ...], num_classes: int, hidden: list[int], seed: int
 ) -> nn.Sequential:
     """Build a registered model with a seeded initialisation."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
+    builder = registry.models.get(name)
     with torch.random.fork_rng(devices=[]):
         # The CPU generator only (modules initialise on the CPU): the same values
         # as torch.manual_seed, without its lazy seeding of CUDA/XPU/MTIA, which
         # costs ~1.5 ms per call (a ClientApp builds a model per message).
         torch.default_generator.manual_seed(seed)
-        return MODELS[name](tuple(input_shape), num_classes, list(hidden))
+        return builder(tuple(input_shape), num_classes, list(hidden))
 
 
 def get_device(preference: str = "auto") -> torch.device:

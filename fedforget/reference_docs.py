@@ -63,16 +63,15 @@ def _table(rows: list[tuple[str, str, str, str]]) -> str:
 
 def scenario_reference() -> str:
     """Markdown: the scenario keys, then each method's and attack's table."""
+    from fedforget import registry
     from fedforget.config import Scenario
-    from fedforget.oracle.attacks import ATTACKS
-    from fedforget.unlearning import METHODS
 
     parts = ["## Scenario keys", _table(schema_rows(Scenario))]
-    for name in sorted(METHODS):
-        parts += [f"## `[unlearning.{name}]`", METHODS[name].summary,
-                  _table(schema_rows(METHODS[name].Params, f"unlearning.{name}."))]
-    for name in sorted(ATTACKS):
-        parts += [f"## `[oracle.{name}]`", _table(schema_rows(ATTACKS[name].Params, f"oracle.{name}."))]
+    for name, cls in registry.methods.items():
+        parts += [f"## `[unlearning.{name}]`", cls.summary,
+                  _table(schema_rows(cls.Params, f"unlearning.{name}."))]
+    for name, cls in registry.attacks.items():
+        parts += [f"## `[oracle.{name}]`", _table(schema_rows(cls.Params, f"oracle.{name}."))]
     return "\n\n".join(parts) + "\n"
 
 

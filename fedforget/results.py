@@ -18,6 +18,8 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
+from fedforget.config import ConfigError
+
 METRIC_COLUMNS = ["arm", "round", "client", "metric", "value"]
 
 
@@ -31,19 +33,32 @@ class MetricRow(NamedTuple):
     value: float
 
 
+def atomic_write(path: Path, write: Callable[[Path], Any], tmp_name: str | None = None) -> None:
+    """Write ``path`` through ``write(tmp)`` and rename it into place: an
+    interrupted write never leaves a file that looks complete. The one atomic
+    write of the package (run files, checkpoints, reports). ``tmp_name``: the
+    temporary file's name where several processes may write ``path`` at once."""
+    path = Path(path)
+    tmp = path.with_name(tmp_name or path.name + ".tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    atomic_write(path, write)
 
 
 def atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def _jsonable(v: Any) -> Any:
@@ -59,6 +74,24 @@ def _jsonable(v: Any) -> Any:
 
 
 CHECKPOINT = "checkpoint.pt"
+
+
+def default_run_dir(scenario_name: str) -> Path:
+    """``runs/<name>-<timestamp>``: where a run goes without ``--out``."""
+    return Path("runs") / f"{scenario_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_out_dir(out: Path) -> None:
+    """A run directory must be new (or empty) and creatable: raise ConfigError
+    before anything starts otherwise."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"run directory {out} already exists and is not empty; choose another --out or remove it")
+    parent = next((p for p in [out, *out.parents] if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise ConfigError(f"run directory {out} cannot be created: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"run directory {out} cannot be created: {parent} is not writable")
 
 
 class RunWriter:
@@ -94,9 +127,9 @@ class RunWriter:
             self._events.truncate(snapshot["events_bytes"])
             self._events.seek(snapshot["events_bytes"])
             self._t0 = time.time() - snapshot["elapsed_s"]
-            self.rows = [MetricRow(*r) for r in snapshot["rows"]]  # plain tuples in older checkpoints
+            self.rows = list(snapshot["rows"])
             self.tables = dict(snapshot["tables"])
-            self._tracked = snapshot.get("tracked", len(self.rows))
+            self._tracked = snapshot["tracked"]
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         for stale in ("metrics.parquet", "scores.parquet", "splits.parquet", "events.jsonl", "report.html", CHECKPOINT):
@@ -113,8 +146,12 @@ class RunWriter:
                 "trackers": {name: tr.state() for name, tr in self.trackers.items()}}
 
     def event(self, _name: str, /, **fields: Any) -> None:
-        rec = {"t": round(time.time() - self._t0, 4), "event": _name, **_jsonable(fields)}
-        self._events.write(json.dumps(rec) + "\n")
+        self.events(_name, [fields])
+
+    def events(self, name: str, records: list[dict[str, Any]]) -> None:
+        """Several lines of one event in one write (a round's messages)."""
+        t = round(time.time() - self._t0, 4)
+        self._events.write("".join(json.dumps({"t": t, "event": name, **_jsonable(f)}) + "\n" for f in records))
         self._events.flush()
 
     def metric(self, arm: str, rnd: float, client: int | None, metric: str, value: float) -> None:

@@ -17,11 +17,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from fedforget.config import Scenario, load_scenario, with_overrides
+from fedforget import registry
+from fedforget.analysis import Results, load
+from fedforget.config import ConfigError, Scenario, load_scenario, with_overrides
+from fedforget.data import federated_data_for
+from fedforget.flower.client_app import make_client_app
+from fedforget.flower.engines import run_inline, run_on_ray
+from fedforget.flower.server_app import make_server_app
 from fedforget.progress import progress_bar
-from fedforget.results import CHECKPOINT, read_metrics
+from fedforget.protocol import RunSummary
+from fedforget.protocol.checkpoint import load_checkpoint
+from fedforget.report import write_report
+from fedforget.results import CHECKPOINT, check_out_dir, default_run_dir
+from fedforget.tracking import check_available
 
-ENGINES = ("ray", "actors", "inline")
+ENGINES = tuple(registry.engines.names())  # the engine registry is the one list of engines
 
 
 @dataclass
@@ -38,10 +48,8 @@ class RunResult:
         sel = df[(df.arm == arm) & (df.metric == metric) & df.client.isna()]
         return float(sel.sort_values("round").value.iloc[-1])
 
-    def results(self):
+    def results(self) -> Results:
         """The run as :class:`fedforget.analysis.Results` (tidy tables and helpers)."""
-        from fedforget.analysis import load
-
         return load(self.run_dir)
 
     def plot(self, client: int, metric: str = "mia_auc", ax=None):
@@ -73,20 +81,6 @@ def _quiet(verbose: bool) -> None:
         warnings.filterwarnings("ignore", category=UserWarning, module="flwr_datasets")
 
 
-def check_out_dir(out: Path) -> None:
-    """A run directory must be new (or empty) and creatable: raise ConfigError
-    before anything starts otherwise."""
-    from fedforget.config import ConfigError
-
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"run directory {out} already exists and is not empty; choose another --out or remove it")
-    parent = next((p for p in [out, *out.parents] if p.exists()), Path("."))
-    if not parent.is_dir():
-        raise ConfigError(f"run directory {out} cannot be created: {parent} is a file, not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"run directory {out} cannot be created: {parent} is not writable")
-
-
 def run_many(
     scenarios: list[Scenario],
     outs: list[str | Path],
@@ -105,20 +99,11 @@ def run_many(
     n = {s.data.num_clients for s in scenarios}
     if len(n) != 1:
         raise ValueError(f"scenarios in one runtime need the same num_clients, got {sorted(n)}")
-    from fedforget.flower.client_app import make_client_app
-    from fedforget.flower.engines import run_inline, run_on_ray
-    from fedforget.flower.server_app import make_server_app
-
     _quiet(verbose)  # after importing flwr, which configures its logger on import
     # Fail fast, before any runtime starts or file is written: data that cannot be
     # loaded (Hub offline) or partitioned (too many clients) is a clear error here.
-    from fedforget.config import ConfigError
-    from fedforget.data import federated_data_for
-
     for o in outs:
         check_resumable(Path(o)) if resume else check_out_dir(Path(o))
-    from fedforget.tracking import check_available
-
     for sc in scenarios:
         check_available(sc.tracking.backends)
         try:
@@ -131,7 +116,9 @@ def run_many(
               else f"{sc.name} (seed {sc.seed})" for sc, o in zip(scenarios, outs, strict=True)]
     bar = progress_bar(scenarios, labels) if progress else None
     client_app = make_client_app(list(scenarios))
-    server_app = make_server_app(list(scenarios), [Path(o) for o in outs], bar.callback if bar else None, resume)
+    summaries: list[RunSummary] = []
+    server_app = make_server_app(list(scenarios), [Path(o) for o in outs], bar.callback if bar else None, resume,
+                                 summaries)
     num_nodes = scenarios[0].data.num_clients
     try:
         if bar:
@@ -144,14 +131,11 @@ def run_many(
     finally:
         if bar:
             bar.stop()
-    return [RunResult(Path(o), s, read_metrics(o)) for s, o in zip(scenarios, outs, strict=True)]
+    return [RunResult(summary.run_dir, sc, summary.metrics) for sc, summary in zip(scenarios, summaries, strict=True)]
 
 
 def check_resumable(run_dir: Path) -> None:
     """A run directory ``resume`` can continue; ConfigError naming why not."""
-    from fedforget.config import ConfigError
-    from fedforget.flower.server_app import load_checkpoint
-
     if not (run_dir / "resolved.toml").is_file():
         raise ConfigError(f"{run_dir}: not a fedforget run directory (no resolved.toml)")
     if (run_dir / "events.jsonl").is_file():  # written last, when the run finished
@@ -168,8 +152,6 @@ def resume(
     run_dir: str | Path, engine: str | None = None, progress: bool = False, verbose: bool = False
 ) -> RunResult:
     """Continue an interrupted run from its last complete round."""
-    from fedforget.config import ConfigError
-
     run_dir = Path(run_dir)
     check_resumable(run_dir)
     try:
@@ -179,10 +161,6 @@ def resume(
     (result,) = run_many([sc], [run_dir], engine, progress, verbose, resume=True)
     _report(run_dir)
     return result
-
-
-def default_out(sc: Scenario) -> Path:
-    return Path("runs") / f"{sc.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def run(
@@ -214,7 +192,7 @@ def run(
     sc = _resolve(scenario, overrides)
     if engine is not None:
         sc = with_overrides(sc, [f"runtime.engine={engine}"])
-    out_dir = Path(out) if out is not None else default_out(sc)
+    out_dir = Path(out) if out is not None else default_run_dir(sc.name)
     (result,) = run_many([sc], [out_dir], sc.runtime.engine, progress, verbose)
     _report(out_dir)
     return result
@@ -237,7 +215,7 @@ def run_seeds(
     sc = _resolve(scenario, overrides)
     if engine is not None:
         sc = with_overrides(sc, [f"runtime.engine={engine}"])
-    root = Path(out) if out is not None else default_out(sc)
+    root = Path(out) if out is not None else default_run_dir(sc.name)
     check_out_dir(root)
     scs = [with_overrides(sc, [f"seed={sc.seed + k}"]) for k in range(seeds)]
     outs = [root / f"seed-{s.seed}" for s in scs]
@@ -249,6 +227,4 @@ def run_seeds(
 
 
 def _report(run_dir: Path) -> None:
-    from fedforget.report import write_report
-
     write_report(run_dir)

@@ -152,7 +152,7 @@ def sweep(
     verbose: bool = False,
 ) -> pd.DataFrame:
     """Run (or continue) a sweep and return its study table."""
-    from fedforget.flower.strategy import ClientFailure, DivergenceError, RunsFailed
+    from fedforget.protocol import ClientFailure, DivergenceError, RunsFailed
     from fedforget.runner import run_many
 
     out = Path(out)

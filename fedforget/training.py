@@ -1,4 +1,4 @@
-"""Local training and evaluation loops, and weight (de)serialisation helpers.
+"""Local training and evaluation loops, and the weighted mean.
 
 Pure PyTorch: these functions know nothing about Flower. Randomness (data order)
 comes from an explicit seed, so the same (scenario seed, round, client) gives the
@@ -7,12 +7,16 @@ same local update in every arm and on every engine.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -24,18 +28,26 @@ class TrainResult:
     loss: float  # mean training loss over the last epoch
 
 
-def get_weights(model: nn.Module) -> list[np.ndarray]:
-    """State dict values as numpy arrays, in state-dict order."""
-    return [v.detach().cpu().numpy().copy() for v in model.state_dict().values()]
+def weighted_mean(values: Sequence[T], weights: Sequence[float]) -> T:
+    """``sum(v * w / total)`` in the given order: tensors, arrays or floats.
+
+    The one weighted mean of the package (FedAvg, a mean of client replies).
+    The terms are added in the order given, so the result does not depend on
+    the engine that collected them (bit-identical engines).
+    """
+    total = sum(weights)
+    if not values or total == 0:
+        raise ValueError("a weighted mean needs at least one value with a positive weight")
+    out = None
+    for value, weight in zip(values, weights, strict=True):
+        term = value * (weight / total)
+        out = term if out is None else out + term
+    return out
 
 
-def set_weights(model: nn.Module, weights: list[np.ndarray]) -> None:
-    """Load numpy arrays (in state-dict order) into a model."""
-    keys = list(model.state_dict().keys())
-    if len(keys) != len(weights):
-        raise ValueError(f"model has {len(keys)} tensors, got {len(weights)} arrays")
-    state = {k: torch.as_tensor(np.asarray(w)) for k, w in zip(keys, weights, strict=True)}
-    model.load_state_dict(state, strict=True)
+def weighted_mean_state(states: Sequence[Mapping[str, T]], weights: Sequence[float]) -> dict[str, T]:
+    """:func:`weighted_mean` of state dicts (or reply arrays), key by key."""
+    return {k: weighted_mean([s[k] for s in states], weights) for k in states[0]}
 
 
 def make_optimizer(model: nn.Module, name: str, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):

@@ -8,7 +8,7 @@ pieces (the scenario's data roles, models, local training, seeded sampling and
 FedAvg), up to the event round for the model that must forget (`original`
 after round t-1) and for the model that never saw the client (`retrain`). Every
 method setting then runs its real unlearning step through the in-process
-federation (:class:`fedforget.unlearning.testing.LocalFederation`: the same
+federation (:class:`fedforget.protocol.local.LocalFederation`: the same
 client operations as a run, without Flower), and the membership oracle the runs
 use (loss attack, calibrated on the model before the event, non-members from
 the client's audit part and the test set) judges the result right after the
@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fedforget import registry
 from fedforget.analysis.stats import SIGNAL_AUC  # the project's one "the oracle sees the client" threshold
 from fedforget.config import Scenario, load_scenario, scenario_from_dict
 from fedforget.data.federated import build_federated_data
@@ -41,8 +42,8 @@ from fedforget.oracle.audit import nonmember_ids
 from fedforget.oracle.oracle import MembershipOracle
 from fedforget.schedule import derive_seed, local_seed, sample_clients
 from fedforget.training import evaluate, train_local
-from fedforget.unlearning import METHODS, ClientData, HistoryEntry, get_method
-from fedforget.unlearning.testing import LocalFederation
+from fedforget.unlearning import ClientData, HistoryEntry, get_method
+from fedforget.protocol.local import LocalFederation
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE.parent / "configs"
@@ -196,7 +197,7 @@ def main() -> None:
               f"{base['calibration_auc']:.3f}, retrain FR {base['retrain_fr']:.3f} AUC {base['retrain_auc']:.3f}",
               flush=True)
         for method, params in _settings():
-            if method not in METHODS:
+            if method not in registry.methods:
                 continue
             res = fed.unlearn(method, params)
             rows.append({**base, "method": method, **{f"p_{k}": v for k, v in params.items()}, **res})

@@ -91,7 +91,7 @@ def tiny_scenario():
 def unlearning_step(monkeypatch):
     """A flag dict whose ``"step"`` is True while any arm's unlearning step runs
     (ScenarioRun.unlearn patched), for spies on what the step reads."""
-    from fedforget.flower.scenario_run import ScenarioRun
+    from fedforget.protocol import ScenarioRun
 
     inside = {"step": False}
     unlearn = ScenarioRun.unlearn

@@ -7,6 +7,11 @@ from fedforget.data import DataUnavailableError, build_federated_data
 from fedforget.data.datasets import arrays_from_hf, load_hf
 
 
+
+def _holdout(fd):
+    """Per client, everything it never trains on (validation + audit)."""
+    return [np.union1d(v, a) for v, a in zip(fd.validation_ids, fd.audit_ids, strict=True)]
+
 def cfg(**kw):
     base = dict(
         dataset="digits", partitioner="iid", num_clients=6, holdout_fraction=0.2, test_fraction=0.2,
@@ -18,7 +23,7 @@ def cfg(**kw):
 
 
 def parts(fd):
-    return [t.tolist() for t in fd.train_ids], [h.tolist() for h in fd.holdout_ids], fd.test_ids.tolist()
+    return [t.tolist() for t in fd.train_ids], [h.tolist() for h in _holdout(fd)], fd.test_ids.tolist()
 
 
 @pytest.mark.parametrize("partitioner", ["iid", "dirichlet", "pathological", "shard"])
@@ -37,7 +42,7 @@ def test_splits_disjoint_and_cover_the_pool(dataset):
     # Every sample has exactly one role (disjoint and complete).
     assert splits.sample_id.is_unique and sorted(splits.sample_id) == list(range(len(fd.y)))
     assert set(splits.role) == {"train", "validation", "audit", "server_validation", "test"}
-    for c, (tr, ho) in enumerate(zip(fd.train_ids, fd.holdout_ids)):
+    for c, (tr, ho) in enumerate(zip(fd.train_ids, _holdout(fd))):
         assert len(ho) >= 1
         assert abs(len(ho) / (len(tr) + len(ho)) - 0.2) < 0.1
         va, au = fd.validation_ids[c], fd.audit_ids[c]
@@ -53,13 +58,13 @@ def test_audit_share_moves_samples_between_validation_and_audit_only():
     b = build_federated_data(cfg(audit_share=0.25), seed=0)
     for c in range(a.num_clients):
         assert np.array_equal(a.train_ids[c], b.train_ids[c])  # training does not depend on it
-        assert np.array_equal(a.holdout_ids[c], b.holdout_ids[c])
+        assert np.array_equal(_holdout(a)[c], _holdout(b)[c])
         assert len(b.audit_ids[c]) < len(a.audit_ids[c])
 
 
 def test_pathological_clients_see_few_classes():
     fd = build_federated_data(cfg(partitioner="pathological", classes_per_client=2), seed=0)
-    for tr, ho in zip(fd.train_ids, fd.holdout_ids):
+    for tr, ho in zip(fd.train_ids, _holdout(fd)):
         assert len(set(fd.y[np.concatenate([tr, ho])].tolist())) <= 2
 
 

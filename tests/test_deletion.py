@@ -61,18 +61,19 @@ def test_forget_ids_of_each_kind():
 
 def test_client_trains_without_deleted_samples_and_forgets_them():
     from fedforget.data import federated_data_for
-    from fedforget.flower.client_app import _client_data
+    from fedforget.flower.client_app import resolved
     from tests.conftest import tiny
 
     sc = tiny(events=[{"round": 2, "client": 1, "kind": "delete_class", "label": 3}])
     fd = federated_data_for(sc)
     deleted = forget_ids(fd, sc.events[0], 1, sc.seed)
-    full = _client_data(sc, 1)
+    rs = resolved(sc)
+    full = rs.data(1)
     assert len(full.y_train) == len(fd.train_ids[1])
-    kept = _client_data(sc, 1, drop=[0], forget_event=0)
+    kept = rs.data(1, drop=(0,), forget_event=0)
     assert len(kept.y_train) == len(fd.train_ids[1]) - len(deleted) and not (kept.y_train == 3).any()
     assert len(kept.y_forget) == len(deleted) and (kept.y_forget == 3).all()
-    other = _client_data(sc, 2, drop=[0])  # the event does not concern client 2
+    other = rs.data(2, drop=(0,))  # the event does not concern client 2
     assert len(other.y_train) == len(fd.train_ids[2])
     # the self-checks' non-members: the validation samples of the deleted class
     assert kept.forget_label == 3 and full.forget_label is None
@@ -135,11 +136,11 @@ def test_deleting_client_keeps_training_on_the_rest(deletion_run):
     sc, res = deletion_run
     msgs = [e for e in read_events(res.run_dir) if e["event"] == "message" and e["type"] == "train"]
     to1 = [m for m in msgs if m["client"] == 1]
-    assert {m["drop"] for m in to1 if m["arm"] == "original"} == {""}
-    assert {m["drop"] for m in to1 if m["arm"] == "retrain"} == {"0"}  # from round 1
+    assert {tuple(m["drop"]) for m in to1 if m["arm"] == "original"} == {()}
+    assert {tuple(m["drop"]) for m in to1 if m["arm"] == "retrain"} == {(0,)}  # from round 1
     for arm in ("none", "forsaken", "perturb"):
         after = [m for m in to1 if m["arm"] == arm]
-        assert after and {m["drop"] for m in after} == {"0"}  # still trains, without the deleted half
+        assert after and {tuple(m["drop"]) for m in after} == {(0,)}  # still trains, without the deleted half
     assert [e for e in read_events(res.run_dir) if e["event"] == "delete"][0]["forget_sizes"][0] > 0
 
 

@@ -17,7 +17,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 def test_own_method_example_runs(tmp_path, monkeypatch):
-    from fedforget.unlearning import METHODS
+    from fedforget import registry
 
     page = (DOCS / "howto" / "own-method.md").read_text()
     code = re.search(r"```python\n(.*?)```", page, re.S).group(1)
@@ -33,7 +33,8 @@ def test_own_method_example_runs(tmp_path, monkeypatch):
         steps = m[(m.arm == "dampen") & (m.metric == "cost_client_steps")].value
         assert len(steps) == 1 and steps.iloc[0] > 0  # its one round over the remaining clients is its cost
     finally:
-        METHODS.pop("dampen", None)
+        if "dampen" in registry.methods:
+            registry.methods.unregister("dampen")
 
 
 @pytest.mark.parametrize("page", sorted(p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md")))
@@ -43,19 +44,20 @@ def test_pages_link_only_inside_the_repository(page):
 
 
 def test_generated_reference_covers_every_key_with_a_description():
+    from fedforget import registry
     from fedforget.config import Scenario
-    from fedforget.oracle.attacks import ATTACKS
     from fedforget.reference_docs import cli_reference, scenario_reference, schema_rows
-    from fedforget.unlearning import METHODS
 
+    methods, attacks = registry.methods, registry.attacks
     rows = schema_rows(Scenario)
     assert {"train.lr", "events[].round", "oracle.min_nonmembers", "data.synthetic.classes"} <= {r[0] for r in rows}
-    tables = [*(c.Params for c in METHODS.values()), *(c.Params for c in ATTACKS.values())]
+    tables = [*(c.Params for c in methods.values()), *(c.Params for c in attacks.values())]
     undocumented = [r[0] for r in rows + [r for t in tables for r in schema_rows(t)] if not r[3]]
     assert not undocumented, undocumented
     page = scenario_reference()
     assert all(f"`{r[0]}`" in page for r in rows)
-    assert all(f"[unlearning.{m}]" in page for m in METHODS) and all(f"[oracle.{a}]" in page for a in ATTACKS)
+    assert all(f"[unlearning.{m}]" in page for m in methods) and all(f"[oracle.{a}]" in page for a in attacks)
     cli = cli_reference()
-    assert all(f"`fedforget {c}`" in cli for c in ("run", "resume", "sweep", "export", "report", "methods"))
+    assert all(f"`fedforget {c}`" in cli for c in ("run", "resume", "sweep", "export", "report", "methods", "attacks",
+                                                   "models", "datasets", "partitioners", "engines"))
     assert "--text" in cli

@@ -8,7 +8,7 @@ import pytest
 
 import fedforget
 from fedforget.config import scenario_from_dict
-from fedforget.flower.strategy import ClientFailure
+from fedforget.protocol import ClientFailure
 from fedforget.results import read_events
 
 
@@ -71,31 +71,49 @@ def test_client_crash_stops_the_run_without_a_complete_looking_result(tiny_scena
     assert "events.jsonl.partial" in names
 
 
-def test_client_evaluate_reports_on_its_held_out_part(tiny_scenario):
-    from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+def test_a_client_process_resolves_its_scenario_and_data_once(tiny_scenario, monkeypatch):
+    """Scenario resolved once per process, each client's data built once and
+    looked up by the scenario's data key, however many messages arrive."""
+    from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 
+    import fedforget.flower.client_app as ca
     from fedforget.data import federated_data_for
-    from fedforget.flower.client_app import make_client_app
+    from fedforget.flower.arrays import state_to_record
     from fedforget.flower.inline import InlineGrid
     from fedforget.models import build_model
 
+    calls = {"key": 0, "view": 0}
+    data_key, view_of = ca.data_key, ca.ClientDataView.of
+
+    def counting_key(sc):
+        calls["key"] += 1
+        return data_key(sc)
+
+    def counting_view(fd, pid):
+        calls["view"] += 1
+        return view_of(fd, pid)
+
+    monkeypatch.setattr(ca, "data_key", counting_key)
+    monkeypatch.setattr(ca.ClientDataView, "of", counting_view)
     sc = tiny_scenario()
     fd = federated_data_for(sc)
-    grid = InlineGrid(make_client_app([sc]), 4)
+    grid = InlineGrid(ca.make_client_app([sc]), 4)
     node = sorted(grid.get_node_ids())[2]
-    model = build_model("mlp", fd.input_shape, fd.num_classes, [32], seed=0)
-    content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "config": ConfigRecord({"sc": 0})})
-    (reply,) = grid.send_and_receive([Message(content=content, message_type=MessageType.EVALUATE, dst_node_id=node)])
-    m = reply.content["metrics"]
-    assert m["num-examples"] == len(fd.validation_ids[2])  # its private validation part, never the audit part
-    assert 0.0 <= m["eval-accuracy"] <= 1.0 and m["eval-loss"] > 0
+    rec = state_to_record(build_model("mlp", fd.input_shape, fd.num_classes, [32], seed=0).state_dict())
+    for rnd in (1, 2, 3):
+        cfg = ConfigRecord({"sc": 0, "arm": "original", "round": float(rnd), "tag": "", "seed": rnd})
+        msg = Message(content=RecordDict({"arrays": rec, "config": cfg}), message_type=MessageType.TRAIN,
+                      dst_node_id=node)
+        (reply,) = grid.send_and_receive([msg])
+        assert not reply.has_error() and reply.content["metrics"]["num-examples"] == len(fd.train_ids[2])
+    assert calls == {"key": 1, "view": 1}
 
 
 def test_node_registration_is_awaited_with_a_timeout(monkeypatch):
     """Nodes register while the ServerApp starts: discovery waits for all of
     them, and names the shortfall after a timeout."""
-    from fedforget.flower import federation
-    from fedforget.flower.federation import FederationRuntime
+    from fedforget.flower import runtime as federation
+    from fedforget.flower.runtime import FlowerRuntime
 
     class GrowingGrid:
         def __init__(self, final):
@@ -105,7 +123,7 @@ def test_node_registration_is_awaited_with_a_timeout(monkeypatch):
             self.calls += 1
             return list(range(100, 100 + min(self.final, 3 * self.calls)))
 
-    rt = FederationRuntime.__new__(FederationRuntime)
+    rt = FlowerRuntime.__new__(FlowerRuntime)
     rt.grid = GrowingGrid(10)
     assert rt._wait_for_nodes(10) == list(range(100, 110)) and rt.grid.calls == 4
     monkeypatch.setattr(federation, "NODE_REGISTRATION_TIMEOUT_S", 0.3)

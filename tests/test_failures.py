@@ -5,7 +5,7 @@ unlearning step retries a failed request, then stops naming the step."""
 import pytest
 
 import fedforget
-from fedforget.flower.strategy import ClientFailure
+from fedforget.protocol import ClientFailure
 from fedforget.results import read_events
 from fedforget.schedule import client_fails
 
@@ -25,7 +25,7 @@ def _sent_and_failed(run_dir, arms):
     """(arm, round) -> clients sent a regular round's training, and those that failed."""
     sent, failed = {}, {}
     for e in read_events(run_dir):
-        if e["event"] == "message" and e["type"] == "train" and e["arm"] in arms and e["round"].isdigit():
+        if e["event"] == "message" and e["type"] == "train" and e["arm"] in arms and not e["tag"]:
             sent.setdefault((e["arm"], int(e["round"])), set()).add(e["client"])
         if e["event"] == "client_failures":
             failed[(e["arm"], e["round"])] = set(e["clients"])
@@ -105,7 +105,7 @@ def test_unlearning_step_retries_then_names_the_step(tmp_path, monkeypatch):
 def test_a_diverging_method_arm_is_marked_or_stops_the_run(tmp_path, monkeypatch):
     import torch
 
-    from fedforget.flower.strategy import DivergenceError
+    from fedforget.protocol import DivergenceError
     from fedforget.unlearning.none import NoUnlearning
 
     real = NoUnlearning.unlearn

@@ -163,9 +163,13 @@ def test_lira_runs_with_reference_federations(tmp_path, online):
     assert auc[("original", 3)] > 0.6
 
 
-def test_legacy_lira_keys_still_load():
-    sc = memorising(oracle={"attack": "lira", "shadows": 3, "lira_online": True, "lira_fixed_variance": False})
-    assert sc.oracle.attack_params() == {"shadows": 3, "online": True, "fixed_variance": False}
+def test_old_top_level_lira_keys_are_unknown_keys():
+    # [oracle] shadows / lira_online / lira_fixed_variance live in [oracle.lira] now.
+    from fedforget.config import ConfigError
+
+    for key in ("shadows", "lira_online", "lira_fixed_variance"):
+        with pytest.raises(ConfigError, match=rf"{key}: unknown key \(not a registered attack\)"):
+            memorising(oracle={"attack": "lira", key: 3})
 
 
 def test_fr_nan_warning_when_nothing_is_flagged_before():

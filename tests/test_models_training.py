@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fedforget.models import build_model
-from fedforget.training import evaluate, get_weights, set_weights, train_local
+from fedforget.training import evaluate, train_local, weighted_mean, weighted_mean_state
 
 
 @pytest.mark.parametrize(
@@ -21,14 +21,27 @@ def test_cnn_rejects_tabular():
         build_model("cnn", (30,), 3, [16], seed=0)
 
 
-def test_seeded_init_and_weight_roundtrip():
+def _weights(model):
+    return [v.numpy() for v in model.state_dict().values()]
+
+
+def test_seeded_init():
     a = build_model("mlp", (10,), 3, [8], seed=1)
     b = build_model("mlp", (10,), 3, [8], seed=1)
     c = build_model("mlp", (10,), 3, [8], seed=2)
-    assert all(np.array_equal(x, y) for x, y in zip(get_weights(a), get_weights(b)))
-    assert not np.array_equal(get_weights(a)[0], get_weights(c)[0])
-    set_weights(c, get_weights(a))
-    assert all(np.array_equal(x, y) for x, y in zip(get_weights(a), get_weights(c)))
+    assert all(np.array_equal(x, y) for x, y in zip(_weights(a), _weights(b)))
+    assert not np.array_equal(_weights(a)[0], _weights(c)[0])
+
+
+def test_the_one_weighted_mean():
+    assert weighted_mean([1.0, 3.0], [1, 3]) == 2.5
+    t = weighted_mean([torch.ones(2), torch.zeros(2)], [3, 1])
+    assert torch.equal(t, torch.full((2,), 0.75))
+    states = [{"w": np.full(2, 2.0, dtype=np.float32)}, {"w": np.zeros(2, dtype=np.float32)}]
+    out = weighted_mean_state(states, [1, 1])
+    assert out["w"].dtype == np.float32 and np.array_equal(out["w"], np.ones(2, dtype=np.float32))
+    with pytest.raises(ValueError, match="positive weight"):
+        weighted_mean([1.0], [0])
 
 
 def test_local_training_lowers_loss_and_is_seeded():
@@ -43,7 +56,7 @@ def test_local_training_lowers_loss_and_is_seeded():
     after, acc = evaluate(m, x, y)
     assert after < before * 0.7 and acc > 0.8
     assert r.steps == 2000 and r.num_examples == 200
-    assert all(np.array_equal(p, q) for p, q in zip(get_weights(m), get_weights(m2)))
+    assert all(np.array_equal(p, q) for p, q in zip(_weights(m), _weights(m2)))
 
 
 def test_fedavg_weighted_by_example_counts():
@@ -51,7 +64,9 @@ def test_fedavg_weighted_by_example_counts():
     from flwr.clientapp import ClientApp
 
     from fedforget.flower.inline import InlineGrid
-    from fedforget.flower.strategy import ClientFailure, FedForgetStrategy
+    from fedforget.flower.arrays import state_to_record
+    from fedforget.flower.strategy import FedForgetStrategy
+    from fedforget.protocol import ClientFailure, TrainRequest
 
     app = ClientApp()
     counts = {0: 10, 1: 30, 2: 60}
@@ -70,12 +85,16 @@ def test_fedavg_weighted_by_example_counts():
 
     grid = InlineGrid(app, 4)
     node_of = {i: n for i, n in enumerate(sorted(grid.get_node_ids()))}
-    strat = FedForgetStrategy(seed=0, num_clients=4, node_of=node_of)
-    rec = ArrayRecord({"w": Array(np.zeros(3, dtype=np.float32))})
-    replies = grid.send_and_receive(strat.configure_train_arm(1, rec, [2, 0, 1], "original"))
-    arrays, _ = strat.aggregate_train(1, replies)
+    strat = FedForgetStrategy(seed=0, node_of=node_of)
+    state = {"w": torch.zeros(3)}
+
+    def request(clients):
+        return TrainRequest(arm="original", round=1, state=state, clients=clients)
+
+    replies = grid.send_and_receive(strat.configure_train_request(request([2, 0, 1]), state_to_record(state)))
+    arrays = strat.aggregate_replies(replies)
     expected = (0 * 10 + 1 * 30 + 2 * 60) / 100
     np.testing.assert_allclose(arrays["w"].numpy(), expected, rtol=1e-6)
-    replies = grid.send_and_receive(strat.configure_train_arm(1, rec, [0, 3], "original"))
+    replies = grid.send_and_receive(strat.configure_train_request(request([0, 3]), state_to_record(state)))
     with pytest.raises(ClientFailure, match="client 3 .*disk on fire"):
-        strat.aggregate_train(1, replies)
+        strat.aggregate_replies(replies)

@@ -383,7 +383,7 @@ def test_loss_attack_picks_balanced_accuracy_optimal_threshold():
 def test_registry():
     assert set(ATTACKS) == {"loss", "population", "lira"}
     assert isinstance(get_attack("loss"), LossThresholdAttack)
-    with pytest.raises(ValueError, match="known attacks"):
+    with pytest.raises(ValueError, match="unknown attack 'shokri'; expected one of lira, loss, population"):
         get_attack("shokri")
 
 

@@ -183,7 +183,7 @@ class _Broken:
 @pytest.mark.parametrize("fail_on", ["start", "log", "close"])
 def test_a_failing_tracker_never_costs_the_run(tmp_path, monkeypatch, fail_on):
     import fedforget
-    import fedforget.flower.server_app as server_app
+    import fedforget.protocol.run as protocol_run
     from fedforget.results import read_events
 
     def start():
@@ -191,7 +191,7 @@ def test_a_failing_tracker_never_costs_the_run(tmp_path, monkeypatch, fail_on):
             raise OSError("tracking server gone")
         return _Broken(fail_on)
 
-    monkeypatch.setattr(server_app, "trackers_for", lambda *a: {"broken": start})
+    monkeypatch.setattr(protocol_run, "trackers_for", lambda *a: {"broken": start})
     with pytest.warns(RuntimeWarning, match=f"tracking: broken failed to {fail_on} .*tracking server gone"):
         result = fedforget.run(tiny(), out=tmp_path / "run")
     (err,) = [e for e in read_events(result.run_dir) if e["event"] == "tracking_error"]

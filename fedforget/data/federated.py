@@ -85,11 +85,6 @@ class FederatedData:
     def client_train(self, cid: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.tensors(self.train_ids[cid])
 
-    @property
-    def holdout_ids(self) -> list[np.ndarray]:
-        """Per client, everything it never trains on (validation + audit)."""
-        return [np.union1d(v, a) for v, a in zip(self.validation_ids, self.audit_ids, strict=True)]
-
     def client_validation(self, cid: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.tensors(self.validation_ids[cid])
 
@@ -238,7 +233,8 @@ def build_federated_data(
         Pre-loaded data (tests pass in-memory data here).
     """
     if raw is None:
-        raw = load_raw(data_cfg["dataset"], seed, data_cfg.get("synthetic"))
+        # A dataset's options are the [data] table of its name ([data.synthetic]).
+        raw = load_raw(data_cfg["dataset"], seed, data_cfg.get(data_cfg["dataset"]))
     pool, test_ids = _split_test(raw, data_cfg["test_fraction"], seed)
     n_clients = data_cfg["num_clients"]
     if len(pool) < 2 * n_clients:
@@ -290,24 +286,26 @@ def _cached(key: str) -> FederatedData:
     return build_federated_data(spec["data"], spec["seed"], spec["witnesses"])
 
 
-def federated_data_for(scenario) -> FederatedData:
-    """The (per-process cached) federated data of a scenario."""
+def data_key(scenario) -> str:
+    """A stable key of everything a scenario's federated data depends on (data
+    settings, seed, witnesses): equal keys, equal data. It serialises the data
+    settings: compute it once per scenario."""
     witnesses = [
-        {
-            "client": c,
-            "kind": ev.witness,
-            "fraction": ev.witness_fraction,
-            "label": ev.witness_label,
-        }
+        {"client": c, "kind": ev.witness, "fraction": ev.witness_fraction, "label": ev.witness_label}
         for ev in scenario.events
         if ev.witness
         for c in ev.client_ids
     ]
-    key = json.dumps(
+    return json.dumps(
         {"data": scenario.data.model_dump(mode="json"), "seed": scenario.seed, "witnesses": witnesses},
         sort_keys=True,
     )
-    return _cached(key)
+
+
+def federated_data_for(scenario, key: str | None = None) -> FederatedData:
+    """The (per-process cached) federated data of a scenario; ``key``: its
+    :func:`data_key`, when the caller has it already."""
+    return _cached(key if key is not None else data_key(scenario))
 
 
 def forget_ids(fd: FederatedData, event, client: int, seed: int) -> np.ndarray:

@@ -12,24 +12,16 @@ from typing import Any
 
 import numpy as np
 
+from fedforget import registry
 
+#: A builder ``(num_partitions, seed, **scenario keys)``, registered by name in
+#: :data:`fedforget.registry.partitioners`.
 PartitionerBuilder = Callable[..., Any]
-#: Partitioner name -> builder ``(num_partitions, seed, **scenario keys)``.
-PARTITIONERS: dict[str, PartitionerBuilder] = {}
 
 
-def register_partitioner(name: str) -> Callable[[PartitionerBuilder], PartitionerBuilder]:
-    def deco(fn: PartitionerBuilder) -> PartitionerBuilder:
-        if name in PARTITIONERS:
-            raise ValueError(f"partitioner {name!r} registered twice")
-        PARTITIONERS[name] = fn
-        return fn
-
-    return deco
-
-
-@register_partitioner("iid")
+@registry.partitioners.register("iid")
 def _iid(num_partitions: int, seed: int, **_: Any):
+    """Equal-sized random parts (the pool is shuffled with the scenario seed)."""
     from flwr_datasets import partitioner as P
 
     # IidPartitioner takes contiguous shards and has no seed: the pool is
@@ -37,8 +29,9 @@ def _iid(num_partitions: int, seed: int, **_: Any):
     return P.IidPartitioner(num_partitions=num_partitions)
 
 
-@register_partitioner("dirichlet")
+@registry.partitioners.register("dirichlet")
 def _dirichlet(num_partitions: int, seed: int, *, alpha: float = 0.5, **_: Any):
+    """Label skew: class shares per client drawn from Dirichlet(data.alpha)."""
     from flwr_datasets import partitioner as P
 
     return P.DirichletPartitioner(
@@ -47,8 +40,9 @@ def _dirichlet(num_partitions: int, seed: int, *, alpha: float = 0.5, **_: Any):
     )
 
 
-@register_partitioner("pathological")
+@registry.partitioners.register("pathological")
 def _pathological(num_partitions: int, seed: int, *, classes_per_client: int = 2, **_: Any):
+    """Each client holds data.classes_per_client labels only."""
     from flwr_datasets import partitioner as P
 
     return P.PathologicalPartitioner(
@@ -57,8 +51,9 @@ def _pathological(num_partitions: int, seed: int, *, classes_per_client: int = 2
     )
 
 
-@register_partitioner("shard")
+@registry.partitioners.register("shard")
 def _shard(num_partitions: int, seed: int, *, shards_per_client: int = 2, **_: Any):
+    """Label-sorted shards, data.shards_per_client per client (McMahan et al.)."""
     from flwr_datasets import partitioner as P
 
     return P.ShardPartitioner(
@@ -69,9 +64,7 @@ def _shard(num_partitions: int, seed: int, *, shards_per_client: int = 2, **_: A
 
 def make_partitioner(name: str, num_partitions: int, seed: int, **kwargs: Any):
     """Build a registered flwr-datasets partitioner by scenario name."""
-    if name not in PARTITIONERS:
-        raise ValueError(f"unknown partitioner {name!r}; known: {', '.join(sorted(PARTITIONERS))}")
-    return PARTITIONERS[name](num_partitions, seed, **kwargs)
+    return registry.partitioners.get(name)(num_partitions, seed, **kwargs)
 
 
 def partition_ids(

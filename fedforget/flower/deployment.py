@@ -23,6 +23,7 @@ from typing import TextIO
 import httpx
 
 from fedforget.config import Scenario, load_scenario
+from fedforget.results import check_out_dir, default_run_dir
 
 
 def local_superlink_port() -> str:
@@ -126,10 +127,8 @@ def flwr_run(
     ``stop_superlink``: stop the local SuperLink afterwards; by default only if
     this call started it.
     """
-    from fedforget.runner import check_out_dir, default_out
-
     sc = load_scenario(config, list(overrides or []))
-    out = Path(out or default_out(sc)).resolve()
+    out = Path(out or default_run_dir(sc.name)).resolve()
     check_out_dir(out)
     app_dir = Path(app_dir).resolve()
     if not (app_dir / "pyproject.toml").exists():

@@ -14,9 +14,11 @@ from flwr.app import Context, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 
+from fedforget import registry
 from fedforget.flower.inline import InlineGrid
 
 
+@registry.engines.register("inline")
 def run_inline(server_app: ServerApp, client_app: ClientApp, num_nodes: int) -> None:
     """Run the apps in this process (no Ray)."""
     grid = InlineGrid(client_app, num_nodes)
@@ -56,3 +58,17 @@ def run_on_ray(
         backend_config={"client_resources": {"num_cpus": num_cpus, "num_gpus": num_gpus}, "init_args": init_args},
         verbose_logging=verbose,
     )
+
+
+@registry.engines.register("ray")
+def run_ray(server_app: ServerApp, client_app: ClientApp, num_nodes: int, num_cpus: float, num_gpus: float,
+            address: str = "", verbose: bool = False) -> None:
+    """Flower's Simulation Runtime on Ray (the reference engine)."""
+    run_on_ray("ray", server_app, client_app, num_nodes, num_cpus, num_gpus, address, verbose)
+
+
+@registry.engines.register("actors")
+def run_actors(server_app: ServerApp, client_app: ClientApp, num_nodes: int, num_cpus: float, num_gpus: float,
+               address: str = "", verbose: bool = False) -> None:
+    """The ClientApp in a pool of Ray actors behind our own Grid (no runtime polling)."""
+    run_on_ray("actors", server_app, client_app, num_nodes, num_cpus, num_gpus, address, verbose)

@@ -36,9 +36,9 @@ from fedforget.oracle.features import SampleStats, sample_statistics
 from fedforget.oracle.oracle import MembershipOracle, OracleReport
 from fedforget.oracle.reference import ReferenceRun
 from fedforget.oracle.sampling import class_matched_nonmembers
+from fedforget.results import MetricRow
 from fedforget.schedule import ORIGINAL, RETRAIN, derive_seed
 
-Row = tuple[str, float, int | None, str, float]
 
 WITNESS_KEYS = {"mia_auc": "witness_mia_auc", "mia_auc_lo": "witness_mia_auc_lo", "mia_auc_hi": "witness_mia_auc_hi",
                 "fr": "witness_fr", "fr_fixed_fpr": "witness_fr_fixed_fpr"}
@@ -171,11 +171,11 @@ class MembershipAudit:
         self.reference_runs += target.attack.reference_runs(client, target.columns, event_round - 1, self.seed)
         return target
 
-    def calibrate(self, event_round: int, model: torch.nn.Module, references: Mapping[str, torch.nn.Module]) -> list[Row]:
+    def calibrate(self, event_round: int, model: torch.nn.Module, references: Mapping[str, torch.nn.Module]) -> list[MetricRow]:
         """Calibrate the oracles of every target of ``event_round`` on ``model``
         (original after round event_round - 1), with the trained reference
         models; return original's rows at the calibration round."""
-        rows: list[Row] = []
+        rows: list[MetricRow] = []
         new: list[_Watch] = []
         for t in (t for t in self.targets if t.event_round == event_round):
             x_cols, y_cols = self.fd.tensors(t.columns)
@@ -206,10 +206,10 @@ class MembershipAudit:
             seed=derive_seed(self.seed, "oracle", t.client, part),
         )
 
-    def evaluate(self, arm: str, rnd: float, model: torch.nn.Module, score_rounds: set[float]) -> list[Row]:
+    def evaluate(self, arm: str, rnd: float, model: torch.nn.Module, score_rounds: set[float]) -> list[MetricRow]:
         """Rows of every calibrated oracle on an arm's model at a round label
         (from each oracle's event on: labels > event round - 1)."""
-        rows: list[Row] = []
+        rows: list[MetricRow] = []
         live = [w for w in self.watches if rnd > w.target.event_round - 1]
         lookup = self._statistics(model, live) if live else None
         for w in live:
@@ -219,18 +219,18 @@ class MembershipAudit:
     def _rows_for(
         self, w: _Watch, arm: str, rnd: float, model: torch.nn.Module, scores: bool,
         lookup: Callable[[np.ndarray], SampleStats],
-    ) -> list[Row]:
+    ) -> list[MetricRow]:
         c, t = w.target.client, w.target
         # One forward pass serves the oracle and the client-level test (see _statistics).
         m_stats = lookup(t.members)
         rep = w.oracle.evaluate_stats(m_stats, lookup(t.nonmembers))
         client_level = w.client_test.evaluate(-m_stats.loss, -lookup(self.pool_ids).loss) if w.client_test else {}
-        out: list[Row] = [(arm, rnd, c, k, float(v)) for k, v in rep.metrics.items()]
-        out += [(arm, rnd, c, k, v) for k, v in client_level.items()]
+        out: list[MetricRow] = [MetricRow(arm, rnd, c, k, float(v)) for k, v in rep.metrics.items()]
+        out += [MetricRow(arm, rnd, c, k, float(v)) for k, v in client_level.items()]
         self._note(c, w.target.event_round, rep)
         if w.witness_oracle is not None:
             wrep = w.witness_oracle.evaluate(model)
-            out += [(arm, rnd, c, WITNESS_KEYS[k], float(wrep.metrics[k])) for k in WITNESS_KEYS]
+            out += [MetricRow(arm, rnd, c, WITNESS_KEYS[k], float(wrep.metrics[k])) for k in WITNESS_KEYS]
         if scores and self.keep_scores:
             self._keep_scores(arm, rnd, c, rep)
         return out
@@ -270,14 +270,14 @@ def accuracy_difference_halfwidth(acc_a: float, acc_b: float, n: float) -> float
     return Z95 * float(np.sqrt((acc_a * (1 - acc_a) + acc_b * (1 - acc_b)) / n))
 
 
-def over_unlearning_rows(metrics: pd.DataFrame, methods: list[str], withdrawn: list[int]) -> list[Row]:
+def over_unlearning_rows(metrics: pd.DataFrame, methods: list[str], withdrawn: list[int]) -> list[MetricRow]:
     """``over_unlearning`` = 1 where a method's MIA AUC on a forgetting client is
     below the retrain arm's by more than retrain's interval (auc < retrain's
     lower bound), or its forget accuracy is below retrain's by more than the
     95% interval of the difference (:func:`accuracy_difference_halfwidth` on the
     client's ``n_forget`` samples); 0 where both are compared and neither holds."""
     piv = _pivot(metrics, withdrawn)
-    rows: list[Row] = []
+    rows: list[MetricRow] = []
     if RETRAIN not in piv.index.get_level_values(0):
         return rows
     ref = piv.loc[RETRAIN]
@@ -293,11 +293,11 @@ def over_unlearning_rows(metrics: pd.DataFrame, methods: list[str], withdrawn: l
             auc_low = r["mia_auc"] < base.get("mia_auc_lo", np.nan)
             acc, acc_ref = r.get("forget_accuracy", np.nan), base.get("forget_accuracy", np.nan)
             margin = accuracy_difference_halfwidth(acc, acc_ref, r.get("n_forget", np.nan))
-            rows.append((m, float(rnd), int(client), "over_unlearning", float(bool(auc_low or acc < acc_ref - margin))))
+            rows.append(MetricRow(m, float(rnd), int(client), "over_unlearning", float(bool(auc_low or acc < acc_ref - margin))))
     return rows
 
 
-def relapse_rows(metrics: pd.DataFrame, methods: list[str], events: dict[int, int]) -> list[Row]:
+def relapse_rows(metrics: pd.DataFrame, methods: list[str], events: dict[int, int]) -> list[MetricRow]:
     """Forgetting that comes back, per method and withdrawn client, at the last round T.
 
     - ``relapse_auc``: (AUC - retrain's AUC) at T minus the same gap right after
@@ -312,27 +312,27 @@ def relapse_rows(metrics: pd.DataFrame, methods: list[str], events: dict[int, in
     piv = _pivot(metrics, list(events))
     if RETRAIN not in piv.index.get_level_values(0):
         return []
-    rows: list[Row] = []
+    rows: list[MetricRow] = []
     for m in (m for m in methods if m in piv.index.get_level_values(0)):
         for client, t in events.items():
             rows += _relapse_of(piv, m, client, float(t) - 0.5)
     return rows
 
 
-def _relapse_of(piv: pd.DataFrame, arm: str, client: int, step: float) -> list[Row]:
+def _relapse_of(piv: pd.DataFrame, arm: str, client: int, step: float) -> list[MetricRow]:
     mine = piv.loc[arm].xs(client, level="client")
     ref = piv.loc[RETRAIN].xs(client, level="client") if client in piv.loc[RETRAIN].index.get_level_values(1) else None
     if ref is None or step not in mine.index or step not in ref.index:
         return []
     last = float(mine.index.max())
-    out: list[Row] = []
+    out: list[MetricRow] = []
     for metric, key in (("mia_auc", "relapse_auc"), ("client_mia_z", "relapse_z")):
         if metric in mine and metric in ref and last in ref.index:
             gap = mine[metric] - ref[metric].reindex(mine.index)
-            out.append((arm, last, client, key, float(gap.loc[last] - gap.loc[step])))
+            out.append(MetricRow(arm, last, client, key, float(gap.loc[last] - gap.loc[step])))
     if "client_mia_pvalue" in mine:
         p = mine["client_mia_pvalue"]
         later = p[p.index > step]
         flag = bool(p.loc[step] >= DETECTION_LEVEL and (later < DETECTION_LEVEL).any())
-        out.append((arm, last, client, "relapse_flag", float(flag)))
+        out.append(MetricRow(arm, last, client, "relapse_flag", float(flag)))
     return out

@@ -157,8 +157,9 @@ class MembershipOracle:
             The forget samples (e.g. the withdrawing client's train part).
         nonmembers : tuple (x, y, ids)
             Non-members, ideally class-matched (see ``class_matched_nonmembers``).
-        attack : str
-            Name in ``ATTACKS``: ``"loss"``, ``"population"`` or ``"lira"``.
+        attack : str or Attack
+            A name in :data:`fedforget.registry.attacks` (``"loss"``,
+            ``"population"``, ``"lira"``), or an attack instance.
         attack_params : mapping, optional
             Keyword arguments of the attack's constructor.
         n_boot : int
@@ -168,9 +169,10 @@ class MembershipOracle:
             :meth:`evaluate` call restarts from it, so results do not depend on
             call order.
         reference : mapping, optional
-            For ``lira``: ``{"phi_in": array or None, "phi_out": array}``, each
-            ``(n_shadow, n_members + n_nonmembers)`` with columns ordered as the
-            members followed by the non-members.
+            Reference statistics given directly, for an attack that needs a
+            reference, in its own format (:meth:`Attack.fit_reference_statistics`,
+            :attr:`Attack.reference_format`), with ``n_members + n_nonmembers``
+            columns ordered as the members followed by the non-members.
         batch_size : int
             Forward-pass batch size.
         """
@@ -179,11 +181,11 @@ class MembershipOracle:
         # An Attack instance may come with its reference already fitted (the
         # audit fits it from reference models); a name builds a fresh one.
         att = attack if isinstance(attack, Attack) else get_attack(attack, **dict(attack_params or {}))
+        if reference is not None:
+            att.fit_reference_statistics(reference)  # the attack's own format; ignored by one that needs none
+        if not att.has_reference():
+            raise ValueError(f"attack {att.name!r} needs reference={att.reference_format}")
         if att.needs_columns:
-            if reference is not None and reference.get("phi_out") is not None:
-                att.fit_reference(reference.get("phi_in"), reference["phi_out"])
-            elif getattr(att, "mu_out", None) is None:
-                raise ValueError(f"attack {att.name!r} needs reference={{'phi_in': ..., 'phi_out': ...}}")
             expected = members_t[1].shape[0] + nonmembers_t[1].shape[0]
             if att.n_columns != expected:
                 raise ValueError(

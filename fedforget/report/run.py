@@ -65,6 +65,7 @@ from fedforget.report.figures import FRONTIER_CAPTION, accuracy_figure, curve_fi
 from fedforget.report.html import CSS, SCRIPT, esc, figure_html, note_html, table_html
 from fedforget.report.text import headline_lines
 from fedforget.report.verdicts import p_cell, power_lines, relapse_section, verdict_section
+from fedforget.results import atomic_write
 from fedforget.schedule import ORIGINAL, RETRAIN
 
 
@@ -776,10 +777,5 @@ def write_report(run_dir: str | Path) -> Path:
         return write_study_report(root)
     text = render_report(root)
     out = root / "report.html"
-    tmp = root / f".report.html.{os.getpid()}.tmp"
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(out, lambda tmp: tmp.write_text(text, encoding="utf-8"), f".report.html.{os.getpid()}.tmp")
     return out

@@ -19,6 +19,8 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from fedforget import registry
+
 if TYPE_CHECKING:
     from fedforget.data.federated import ClientDataView
 
@@ -152,6 +154,17 @@ class ClientReply:
     metrics: dict[str, float]
 
 
+@dataclass(frozen=True)
+class AskRequest:
+    """One client operation a method asks for (a ``train.unlearn`` message):
+    run ``op`` on ``client`` with the server's ``arrays`` and ``config``."""
+
+    client: int
+    op: str
+    arrays: dict[str, np.ndarray] | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+
 # Client-side operation: (global model, own data, arrays from the server, config)
 #   -> (arrays, metrics). ``metrics["steps"]`` counts samples x passes.
 ClientOp = Callable[[nn.Module, ClientData, dict[str, np.ndarray], dict[str, Any]], ClientReply]
@@ -191,11 +204,9 @@ class Federation(Protocol):
     ) -> dict[int, ClientReply]:
         """Run client op ``op`` on some remaining clients (one batched exchange)."""
 
-    def ask_batch(
-        self, requests: list[tuple[int, str, dict[str, np.ndarray] | None, dict[str, Any]]], model: nn.Module
-    ) -> list[ClientReply]:
-        """Several ``(client, op, arrays, config)`` requests (withdrawing or
-        remaining clients) in one exchange; replies in request order."""
+    def ask_batch(self, requests: list[AskRequest], model: nn.Module) -> list[ClientReply]:
+        """Several requests (to withdrawing or remaining clients) in one
+        exchange; replies in request order."""
 
     def run_rounds(self, model: nn.Module, k: int, tag: str, *, epochs: float | None = None) -> nn.Module:
         """``k`` FedAvg rounds over the remaining clients, starting from ``model``."""
@@ -288,15 +299,15 @@ class UnlearningMethod(ABC):
         """Return the unlearned global model and the step's cost."""
 
 
-METHODS: dict[str, type[UnlearningMethod]] = {}
+#: ``<method>.<op>`` -> client-side operation, read by the ClientApp.
 CLIENT_OPS: dict[str, ClientOp] = {}
 
 
 def register_method(cls: type[UnlearningMethod]) -> type[UnlearningMethod]:
-    """Class decorator: register a method and its client-side operations."""
-    if cls.name in METHODS:
-        raise ValueError(f"unlearning method {cls.name!r} registered twice")
-    METHODS[cls.name] = cls
+    """Class decorator: register a method in :data:`fedforget.registry.methods`
+    (by its ``name``; a duplicate name is a ValueError) and its client-side
+    operations in :data:`CLIENT_OPS`."""
+    registry.methods.register()(cls)
     for op, fn in cls.client_ops.items():
         CLIENT_OPS[f"{cls.name}.{op}"] = fn
     return cls

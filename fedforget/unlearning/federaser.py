@@ -15,7 +15,6 @@ Our choices where the paper is silent:
 
 from __future__ import annotations
 
-import time
 
 import torch
 from pydantic import Field
@@ -138,7 +137,6 @@ class FedEraser(UnlearningMethod):
 
     def unlearn(self, model: nn.Module, fed: Federation) -> tuple[nn.Module, CostRecord]:
         p = self.params
-        t0 = time.perf_counter()
         entries = [e for e in fed.history() if e.round < fed.round]
         if not entries:
             raise ValueError("federaser: no stored rounds before the withdrawal (event at round 1?)")
@@ -162,6 +160,5 @@ class FedEraser(UnlearningMethod):
         model.load_state_dict(calibrated)
         cost = fed.cost()
         cost.server_storage_bytes = storage
-        fed.log(method=self.name, replayed_rounds=replayed, stored_rounds=len(entries), storage_bytes=storage,
-                wall_s=time.perf_counter() - t0)
+        fed.log(method=self.name, replayed_rounds=replayed, stored_rounds=len(entries), storage_bytes=storage)
         return model, cost

@@ -23,13 +23,13 @@ Our choices where the paper could not be read (METHODS.md implementation note 6)
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from fedforget.training import weighted_mean_state
 from fedforget.unlearning.base import (
     ClientData,
     ClientReply,
@@ -254,7 +254,7 @@ class FNNParams(MethodParams):
 
 def _op_activations(model: nn.Module, data: ClientData, arrays: dict, config: dict[str, Any]) -> ClientReply:
     """Client: per-neuron mean activations on its data (nothing else leaves)."""
-    names = str(config["layers"]).split(",")
+    names = [str(n) for n in config["layers"]]
     acts = neuron_mean_activations(model, data.x_forget, names)
     return ClientReply({k: v.cpu().numpy() for k, v in acts.items()}, {"n": float(len(data.y_forget)), "steps": 0.0})
 
@@ -282,7 +282,6 @@ class FNN(UnlearningMethod):
 
     def unlearn(self, model: nn.Module, fed: Federation) -> tuple[nn.Module, CostRecord]:
         p = self.params
-        t0 = time.perf_counter()
         layers = hidden_relu_layers(model)[-p.layers :]
         if not layers:
             raise ValueError("fnn needs a model with hidden ReLU layers (not logreg)")
@@ -290,12 +289,9 @@ class FNN(UnlearningMethod):
         widths = {name: modules[name].weight.shape[0] for name in layers}
         acts: dict[str, torch.Tensor] = {}
         if p.variant == "rank":
-            replies = {c: fed.ask_client(c, "fnn.activations", model, None, {"layers": ",".join(layers)}) for c in fed.withdrawing}
-            total = sum(r.metrics["n"] for r in replies.values())
-            acts = {
-                name: sum(torch.as_tensor(r.arrays[name]) * (r.metrics["n"] / total) for r in replies.values())
-                for name in layers
-            }
+            replies = {c: fed.ask_client(c, "fnn.activations", model, None, {"layers": list(layers)}) for c in fed.withdrawing}
+            acts = weighted_mean_state([{k: torch.as_tensor(r.arrays[k]) for k in layers} for r in replies.values()],
+                                       [r.metrics["n"] for r in replies.values()])
         gen = torch.Generator().manual_seed(fed.seed("taus"))
         phis = {
             name: forgetting_factors(
@@ -317,6 +313,6 @@ class FNN(UnlearningMethod):
                 break
         fed.log(
             method=self.name, variant=p.variant, layers=layers, iterations=len(aucs), self_check_auc=aucs,
-            phi_min=float(min(v.min() for v in phis.values())), wall_s=time.perf_counter() - t0,
+            phi_min=float(min(v.min() for v in phis.values())),
         )
         return model, fed.cost()

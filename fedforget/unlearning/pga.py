@@ -20,7 +20,6 @@ Our choices where the paper is silent:
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
+from fedforget.training import weighted_mean_state
 from fedforget.unlearning.base import (
     ClientData,
     ClientReply,
@@ -294,7 +294,6 @@ class PGA(UnlearningMethod):
 
     def unlearn(self, model: nn.Module, fed: Federation) -> tuple[nn.Module, CostRecord]:
         p = self.params
-        t0 = time.perf_counter()
         last = [e for e in fed.history() if e.round == fed.round - 1]
         others = (
             {}
@@ -304,8 +303,7 @@ class PGA(UnlearningMethod):
         storage = 0
         if others:
             counts = last[0].num_examples
-            total = sum(counts[c] for c in others)
-            ref = {k: sum(others[c][k] * (counts[c] / total) for c in others) for k in model.state_dict()}
+            ref = weighted_mean_state(list(others.values()), [counts[c] for c in others])
             storage = sum(v.numel() * v.element_size() for s in others.values() for v in s.values())
             model.load_state_dict(ref)
         # else: no stored round (event at round 1 or none of the others trained):
@@ -323,6 +321,5 @@ class PGA(UnlearningMethod):
         fed.log(
             method=self.name, reference="others' last models" if others else "global model",
             **{f"client{c}_{k}": v for c, r in results.items() for k, v in r.metrics.items()},
-            wall_s=time.perf_counter() - t0,
         )
         return model, cost

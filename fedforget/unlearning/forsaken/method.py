@@ -32,7 +32,9 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from fedforget.training import weighted_mean_state
 from fedforget.unlearning.base import (
+    AskRequest,
     ClientData,
     ClientReply,
     CostRecord,
@@ -121,8 +123,8 @@ def _op_retain(model: nn.Module, data: ClientData, arrays: dict, config: dict[st
 
 
 def _mean(replies: list[ClientReply]) -> dict[str, Tensor]:
-    total = sum(r.metrics["n"] for r in replies)
-    return {k: sum(torch.as_tensor(r.arrays[k]) * (r.metrics["n"] / total) for r in replies) for k in replies[0].arrays}
+    return weighted_mean_state([{k: torch.as_tensor(v) for k, v in r.arrays.items()} for r in replies],
+                               [r.metrics["n"] for r in replies])
 
 
 def _flat(t: dict[str, Tensor], names: list[str]) -> Tensor:
@@ -174,12 +176,12 @@ class Forsaken(UnlearningMethod):
     def _exchange(self, fed: Federation, model: nn.Module, mask: NeuronMask | None, k: int, check_only: bool = False) -> _Exchange:
         p = self.params
         arrays = mask.as_arrays() if mask is not None else None
-        requests = [(c, "forsaken.gradient", arrays, {"check_only": check_only}) for c in fed.withdrawing]
+        requests = [AskRequest(c, "forsaken.gradient", arrays, {"check_only": check_only}) for c in fed.withdrawing]
         if not check_only and p.retain_clients and p.lambda_r > 0 and fed.remaining:
             rng = np.random.default_rng(fed.seed("retain", k))
             chosen = sorted(rng.choice(fed.remaining, size=min(p.retain_clients, len(fed.remaining)), replace=False).tolist())
             cfg = {"samples": p.retain_samples, "seed": fed.seed("retain-data", k)}
-            requests += [(c, "forsaken.retain", arrays, cfg) for c in chosen]
+            requests += [AskRequest(c, "forsaken.retain", arrays, cfg) for c in chosen]
         replies = fed.ask_batch(requests, model)
         mine, retain = replies[: len(fed.withdrawing)], replies[len(fed.withdrawing):]
         total = sum(r.metrics["n"] for r in mine)
@@ -205,7 +207,6 @@ class Forsaken(UnlearningMethod):
     # -- the loop -----------------------------------------------------------------------
     def unlearn(self, model: nn.Module, fed: Federation) -> tuple[nn.Module, CostRecord]:
         p = self.params
-        t0 = time.perf_counter()
         acc0 = fed.validation_accuracy(model)
         tolerance = _guard_tolerance(p.max_accuracy_drop, acc0, fed)
         first = self._exchange(fed, model, None, 0)
@@ -245,7 +246,7 @@ class Forsaken(UnlearningMethod):
         model.load_state_dict(best[2])
         fed.log(method=self.name, generator=p.generator, stop=stop, steps=len(aucs) - 1, best_step=best[1],
                 self_check_auc=aucs, target_auc=target, mask_fraction=mask.changed_fraction(model),
-                neurons={k: len(v) for k, v in mask.rows.items()}, wall_s=time.perf_counter() - t0)
+                neurons={k: len(v) for k, v in mask.rows.items()})
         self.mask_fraction_ = mask.changed_fraction(model)
         return model, fed.cost()
 

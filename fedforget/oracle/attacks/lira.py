@@ -1,211 +1,27 @@
-"""Membership-inference attacks used as the oracle's per-sample decision rule.
+"""The likelihood-ratio attack, LiRA (Carlini et al. 2022), with reference
+federations trained by the run loop (its shadows: OUT without the audited
+client, and with ``online`` IN federations that train on half its columns).
 
-Every attack maps :class:`SampleStats` to a score (higher = member) and turns it
-into a decision with a threshold fitted once on calibration data; the oracle
-then freezes the fitted attack and reuses it on later models.
-
-An attack is one class registered by name in :data:`ATTACKS`, with its
-parameters in its own ``Params`` table (``[oracle.<name>]`` in a scenario). An
-attack that needs reference models asks for them with :meth:`Attack.reference_runs`
-and receives them in :meth:`Attack.fit_reference_models`; nothing outside this
-module knows what they are.
+Everything LiRA-specific (per-example Gaussians, shadow counts, IN masks)
+lives here, behind the :class:`~fedforget.oracle.attacks.base.Attack` template.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from scipy.stats import norm
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
+from fedforget import registry
+from fedforget.oracle.attacks.base import Attack, AttackParams
 from fedforget.oracle.features import SampleStats, sample_statistics
 from fedforget.oracle.reference import ReferenceRun
 
-__all__ = [
-    "Attack",
-    "AttackParams",
-    "LossThresholdAttack",
-    "PopulationAttack",
-    "LiraAttack",
-    "ATTACKS",
-    "get_attack",
-    "best_balanced_threshold",
-    "lira_score",
-    "lira_offline_score",
-]
-
-
-def best_balanced_threshold(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> tuple[float, float]:
-    """Threshold ``t`` maximising balanced accuracy of the rule ``score >= t``.
-
-    Searched exactly over every distinct decision: the lowest score (all
-    "member"), each midpoint between consecutive sorted unique scores, and
-    ``+inf`` (none). TPR/FPR at all candidates come from cumulative counts via
-    ``searchsorted``, so the search is O(n log n). Ties go to the lowest
-    threshold.
-
-    Returns
-    -------
-    (threshold, balanced_accuracy) : tuple of float
-    """
-    m = np.sort(np.asarray(member_scores, dtype=np.float64).reshape(-1))
-    n = np.sort(np.asarray(nonmember_scores, dtype=np.float64).reshape(-1))
-    if m.size == 0 or n.size == 0:
-        raise ValueError("need at least one member and one non-member score")
-    if not (np.all(np.isfinite(m)) and np.all(np.isfinite(n))):
-        raise ValueError("calibration scores must be finite")
-    u = np.unique(np.concatenate([m, n]))
-    mid = (u[:-1] + u[1:]) / 2
-    # Adjacent doubles: the midpoint may round down onto u[i]; use u[i+1] then,
-    # which still separates u[i] from u[i+1] under ">=".
-    mid = np.where(mid > u[:-1], mid, u[1:])
-    cand = np.concatenate([u[:1], mid, [np.inf]])
-    tpr = (m.size - np.searchsorted(m, cand, side="left")) / m.size
-    fpr = (n.size - np.searchsorted(n, cand, side="left")) / n.size
-    ba = 0.5 * (tpr + 1.0 - fpr)
-    i = int(np.argmax(ba))
-    return float(cand[i]), float(ba[i])
-
-
-class AttackParams(BaseModel):
-    """Base of every attack's parameter table (``[oracle.<attack>]``)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class Attack(ABC):
-    """Base class: a score function plus a balanced-accuracy-optimal threshold.
-
-    Subclasses implement :meth:`score`. ``params`` holds the constructor
-    hyper-parameters and, after :meth:`fit`, the fitted ``threshold`` and the
-    ``calibration_balanced_accuracy``.
-
-    The constructor takes keyword parameters only and validates them with the
-    attack's :attr:`Params`, which is also where every default lives: a scenario
-    table and a direct ``Attack(...)`` call get the same attack.
-    """
-
-    name: str = ""
-    Params: ClassVar[type[AttackParams]] = AttackParams
-    #: True when scoring needs per-example reference statistics (LiRA); such
-    #: attacks accept ``columns=`` in :meth:`fit` and :meth:`score`.
-    needs_columns: bool = False
-    #: False when the attack can only audit whole clients (its reference
-    #: models leave a client out entirely).
-    supports_deletions: ClassVar[bool] = True
-
-    def __init__(self, **params: Any) -> None:
-        self.params: dict[str, Any] = self.Params.model_validate(params).model_dump()
-        self._ctor_params = dict(self.params)
-        self.threshold: float | None = None
-
-    @abstractmethod
-    def score(self, stats: SampleStats) -> np.ndarray:
-        """Membership score per sample (higher = more likely member)."""
-
-    # -- reference models (default: none) ------------------------------------
-    def reference_runs(self, client: int, column_ids: np.ndarray, rounds: int, seed: int) -> list[ReferenceRun]:
-        """Federations this attack needs trained to audit ``client`` on the
-        samples ``column_ids`` (its reference columns, in order), each up to
-        ``rounds``. Default: none."""
-        return []
-
-    def fit_reference_models(self, models: Mapping[str, torch.nn.Module], x: torch.Tensor, y: torch.Tensor) -> Attack:
-        """Fit per-column reference statistics from the trained reference models
-        (by :class:`ReferenceRun` key) on the column samples ``(x, y)``. Default: nothing."""
-        return self
-
-    def restricted(self, columns: np.ndarray) -> Attack:
-        """An unfitted copy whose reference columns are ``columns`` of this one
-        (one reference plan serves several audits of a client)."""
-        return type(self)(**self._ctor_params)
-
-    def _fit_threshold(self, member_scores: np.ndarray, nonmember_scores: np.ndarray) -> None:
-        t, ba = best_balanced_threshold(member_scores, nonmember_scores)
-        self.threshold = t
-        self.params.update(threshold=t, calibration_balanced_accuracy=ba)
-
-    def fit(self, member_stats: SampleStats, nonmember_stats: SampleStats) -> Attack:
-        """Choose the threshold on calibration members vs non-members."""
-        self._fit_threshold(self.score(member_stats), self.score(nonmember_stats))
-        return self
-
-    def _check_fitted(self) -> None:
-        if self.threshold is None:
-            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit() first")
-
-    def decide(self, stats: SampleStats, **kwargs: Any) -> np.ndarray:
-        """Boolean "member" decision per sample: ``score >= threshold``."""
-        self._check_fitted()
-        return self.score(stats, **kwargs) >= self.threshold
-
-
-class LossThresholdAttack(Attack):
-    """Global loss threshold (Yeom et al. 2018): score = ``-loss``."""
-
-    name = "loss"
-
-    def score(self, stats: SampleStats) -> np.ndarray:
-        return -stats.loss
-
-
-class PopulationAttack(Attack):
-    """Logistic regression on standardised output features, one model for all samples.
-
-    Keyword parameters only; their defaults are those of :attr:`Params`.
-
-    Parameters
-    ----------
-    C : float
-        Inverse L2 regularisation strength.
-    max_iter : int
-        Solver iterations.
-    class_weight : str or None
-        ``"balanced"`` by default, so unequal calibration set sizes do not bias it.
-
-    Notes
-    -----
-    The classifier and the threshold are fitted on the same calibration data,
-    so its calibration accuracy is slightly optimistic.
-    """
-
-    name = "population"
-
-    class Params(AttackParams):
-        C: float = Field(1.0, gt=0, description="inverse L2 regularisation strength")
-        max_iter: int = Field(1000, ge=1, description="solver iterations")
-        class_weight: str | None = Field("balanced", description="'balanced' so unequal set sizes do not bias it")
-
-    FEATURES: tuple[str, ...] = ("loss", "max_confidence", "entropy", "modified_entropy", "logit_scaled")
-
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        self.model_ = None
-
-    def _x(self, stats: SampleStats) -> np.ndarray:
-        return stats.features(self.FEATURES)
-
-    def fit(self, member_stats: SampleStats, nonmember_stats: SampleStats) -> PopulationAttack:
-        x = np.vstack([self._x(member_stats), self._x(nonmember_stats)])
-        y = np.r_[np.ones(len(member_stats)), np.zeros(len(nonmember_stats))]
-        p = self.params
-        self.model_ = make_pipeline(
-            StandardScaler(),
-            LogisticRegression(C=p["C"], max_iter=p["max_iter"], class_weight=p["class_weight"]),
-        ).fit(x, y)
-        return super().fit(member_stats, nonmember_stats)
-
-    def score(self, stats: SampleStats) -> np.ndarray:
-        if self.model_ is None:
-            raise RuntimeError("PopulationAttack is not fitted; call fit() first")
-        return self.model_.predict_proba(self._x(stats))[:, 1]
+__all__ = ["LiraAttack", "lira_in_masks", "lira_offline_score", "lira_score"]
 
 
 def lira_score(
@@ -247,6 +63,7 @@ def _gaussian_params(phi: np.ndarray, fixed_variance: bool, std_floor: float) ->
     return mu, np.maximum(sd, std_floor)
 
 
+@registry.attacks.register()
 class LiraAttack(Attack):
     """Likelihood-ratio attack with per-example Gaussians (Carlini et al. 2022).
 
@@ -277,6 +94,7 @@ class LiraAttack(Attack):
     name = "lira"
     needs_columns = True
     supports_deletions = False
+    reference_format = "{'phi_in': ..., 'phi_out': ...}"
 
     class Params(AttackParams):
         shadows: int = Field(4, ge=1, description="reference federations per kind (without / with the client)")
@@ -349,6 +167,17 @@ class LiraAttack(Attack):
             out.mu_in, out.sigma_in = self.mu_in[c], self.sigma_in[c]
         out.params["online"] = out.online
         return out
+
+    def fit_reference_statistics(self, reference: Mapping[str, Any]) -> LiraAttack:
+        """``{"phi_in": array or None, "phi_out": array}``, each ``(n_shadow,
+        n_columns)``, as :meth:`fit_reference` takes them; without ``phi_out``
+        nothing is fitted (a reference fitted before is kept)."""
+        if reference.get("phi_out") is None:
+            return self
+        return self.fit_reference(reference.get("phi_in"), reference["phi_out"])
+
+    def has_reference(self) -> bool:
+        return self.mu_out is not None
 
     @property
     def online(self) -> bool:
@@ -425,22 +254,6 @@ class LiraAttack(Attack):
 
     def decide(self, stats: SampleStats, columns: np.ndarray | None = None) -> np.ndarray:
         return super().decide(stats, columns=columns)
-
-
-ATTACKS: dict[str, type[Attack]] = {
-    LossThresholdAttack.name: LossThresholdAttack,
-    PopulationAttack.name: PopulationAttack,
-    LiraAttack.name: LiraAttack,
-}
-
-
-def get_attack(name: str, **params: Any) -> Attack:
-    """Instantiate the attack registered under ``name`` (its constructor validates ``params``)."""
-    try:
-        cls = ATTACKS[name]
-    except KeyError:
-        raise ValueError(f"unknown attack {name!r}; known attacks: {sorted(ATTACKS)}") from None
-    return cls(**params)
 
 
 def lira_in_masks(n_samples: int, n_shadows: int, seed: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""One scenario run as an explicit round protocol (DESIGN "Round protocol").
+"""One scenario run as an explicit round protocol.
 
 :meth:`ScenarioRun.run` is the one loop; every step is a small named method, the
 way Flower's ``Strategy.start`` calls ``configure_*`` and ``aggregate_*``::
@@ -13,7 +13,14 @@ way Flower's ``Strategy.start`` calls ``configure_*`` and ``aggregate_*``::
             audit(t - 0.5)              every arm right after the step
         train_round(t)                one regular round for every arm
         audit(t)                      accuracies and membership of every arm
+        checkpoint(t)
     finish()                          tables, flags, warnings
+
+Its parts: a :class:`~fedforget.protocol.costs.CostLedger`, a
+:class:`~fedforget.protocol.references.ReferenceTrainer` for the oracle's
+reference federations, checkpoints (:mod:`fedforget.protocol.checkpoint`), and
+the :class:`~fedforget.protocol.federation.FederationRuntime` that carries the
+messages (Flower's, or the in-process one): the protocol never imports Flower.
 
 Fairness: at every round label every arm has had the same number of regular
 rounds. Whatever a method does inside its step (gradient exchanges, its own
@@ -28,36 +35,35 @@ bytes and wall seconds) is the yardstick each method's cost is divided into.
 
 from __future__ import annotations
 
-import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-import numpy as np
+import pandas as pd
 import torch
-from flwr.serverapp import Grid
 
 from fedforget.config import Scenario
 from fedforget.data import federated_data_for
 from fedforget.data.federated import forget_ids
 from fedforget.evaluation import Auditor
-from fedforget.flower.federation import (
-    FailurePolicy, FederationHandle, FederationRuntime, TrainJob, TrainOutcome, divergence,
-)
-from fedforget.flower.strategy import DivergenceError
 from fedforget.models import build_model
 from fedforget.oracle.audit import MembershipAudit, over_unlearning_rows, relapse_rows
-from fedforget.oracle.reference import ReferenceRun
 from fedforget.progress import ProgressFn
+from fedforget.protocol.checkpoint import load_checkpoint, restore_generators, save_checkpoint
+from fedforget.protocol.costs import CostLedger
+from fedforget.protocol.errors import DivergenceError
+from fedforget.protocol.federation import FederationRuntime, MethodHandle
+from fedforget.protocol.records import FailurePolicy, State, TrainOutcome, TrainRequest, clone_state, divergence
+from fedforget.protocol.references import ReferenceTrainer
 from fedforget.results import CHECKPOINT, RunWriter
 from fedforget.schedule import ORIGINAL, RETRAIN, Arm, derive_seed, initial_arms
+from fedforget.tracking import trackers_for
 from fedforget.training import evaluate
-from fedforget.unlearning import CostRecord, HistoryEntry, UnlearningMethod, get_method, method_params
+from fedforget.unlearning import HistoryEntry, UnlearningMethod, get_method, method_params
 
-State = dict[str, torch.Tensor]
-
-
-def clone_state(state: State) -> State:
-    return {k: v.detach().clone() for k, v in state.items()}
+#: Connects a run to its federation: (scenario, writer, failure policy) -> runtime.
+Connect = Callable[[Scenario, RunWriter, FailurePolicy], FederationRuntime]
 
 
 @dataclass
@@ -80,41 +86,39 @@ class ArmState:
         return self.diverged_at is None
 
 
-@dataclass
-class RoundCost:
-    """What one regular round of one arm cost the federation."""
+@dataclass(frozen=True)
+class RunSummary:
+    """What a finished run returns: its directory, what ran, and its metrics
+    table (the rows ``metrics.parquet`` holds), without reading files back."""
 
-    round: int
-    steps: int
-    bytes: int
-    wall_s: float
-
-
-#: Steps shorter than this are timer noise (``none`` takes microseconds): their
-#: wall-clock speed-up is reported as infinite, like their zero steps and bytes.
-WALL_RESOLUTION_S = 1e-3
-
-
-def _speedup(reference: float, cost: float, resolution: float = 0.0) -> float:
-    return float("inf") if cost <= resolution else reference / cost
+    run_dir: Path
+    scenario: str
+    seed: int
+    rounds: int
+    arms: tuple[str, ...]
+    test_accuracy: dict[str, float]  # by arm, after the last round
+    metrics: pd.DataFrame
 
 
 class ScenarioRun:
-    """One scenario over one Grid, step by step; see the module docstring."""
+    """One scenario over one federation, step by step; see the module docstring.
 
-    def __init__(
-        self,
-        grid: Grid,
-        scenario: Scenario,
-        writer: RunWriter,
-        progress: ProgressFn | None = None,
-        scenario_index: int = 0,
-    ) -> None:
+    Parameters
+    ----------
+    connect : Connect
+        Builds the federation runtime (at the start, and again on resume).
+    scenario : Scenario
+    writer : RunWriter
+    progress : callable, optional
+        Called after every round with (round, test accuracy by arm).
+    """
+
+    def __init__(self, connect: Connect, scenario: Scenario, writer: RunWriter,
+                 progress: ProgressFn | None = None) -> None:
         self.sc = sc = scenario
         self.writer = writer
         self.progress = progress
-        self.grid = grid
-        self.scenario_index = scenario_index
+        self._connect = connect
         self.runtime: FederationRuntime | None = None  # connected in start()
         self.fd = fd = federated_data_for(sc)
         self.methods: dict[str, UnlearningMethod] = {
@@ -131,9 +135,8 @@ class ScenarioRun:
         self.auditor = Auditor(fd, forget_sets=self.forget_sets, withdrawn=sc.withdrawn_clients())
         self.membership = self._plan_membership()
         self.arms: dict[str, ArmState] = {}
-        self.references: dict[str, tuple[ReferenceRun, State]] = {}
-        self.round_costs: dict[str, list[RoundCost]] = {}
-        self.step_costs: dict[tuple[str, int], CostRecord] = {}
+        self.references = ReferenceTrainer(self.new_model)
+        self.costs = CostLedger()
         self._scratch = self.new_model()
         self._server_validation = fd.server_validation()
 
@@ -152,8 +155,8 @@ class ScenarioRun:
         return evaluate(model, x, y)[1] if len(y) else float("nan")
 
     def record(self, rows) -> None:
-        for arm, rnd, client, metric, value in rows:
-            self.writer.metric(arm, rnd, client, metric, value)
+        for row in rows:
+            self.writer.metric(*row)
 
     def _plan_membership(self) -> MembershipAudit | None:
         """The audited clients and the reference training their attack asks for."""
@@ -172,13 +175,14 @@ class ScenarioRun:
         return audit
 
     # -- the loop ----------------------------------------------------------------
-    def run(self, checkpoint: dict | None = None) -> None:
+    def run(self, checkpoint: dict | None = None) -> RunSummary:
         """The whole run, or its continuation from a checkpoint (see :meth:`resume`)."""
         if checkpoint is None:
             self.start()
             first = 1
         else:
             first = self.resume(checkpoint) + 1
+        accs: dict[str, float] = {}
         for rnd in range(first, self.sc.train.rounds + 1):
             if rnd in self.events_at:
                 self.event(rnd)
@@ -189,37 +193,29 @@ class ScenarioRun:
             if self.progress is not None:
                 self.progress(rnd, accs)
         self.finish()
+        return RunSummary(self.writer.dir, self.sc.name, self.sc.seed, self.sc.train.rounds, tuple(self.arms),
+                          accs, self.writer.metrics_frame())
 
     # -- checkpoints -------------------------------------------------------------
-    #: What a checkpoint holds of this object: every arm's model and method
-    #: state, the oracle's calibrated state, costs so far (the data, the
-    #: auditor and the runtime are rebuilt from the scenario).
-    CHECKPOINTED = ("arms", "references", "round_costs", "step_costs", "membership", "methods")
+    #: What a checkpoint holds of this object (the data, the auditor and the
+    #: runtime are rebuilt from the scenario).
+    CHECKPOINTED = ("arms", "references", "costs", "membership", "methods")
 
     def checkpoint(self, rnd: int) -> None:
         """Atomically write what is needed to continue after round ``rnd``."""
-        if not self.sc.runtime.checkpoints:
-            return
-        payload = {
-            "round": rnd,
-            "state": {k: getattr(self, k) for k in self.CHECKPOINTED},
-            "writer": self.writer.snapshot(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
-        }
-        path = self.writer.dir / CHECKPOINT
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        if self.sc.runtime.checkpoints:
+            save_checkpoint(self.writer.dir, rnd, {k: getattr(self, k) for k in self.CHECKPOINTED},
+                            self.writer.snapshot())
 
     def resume(self, checkpoint: dict) -> int:
         """Restore a checkpoint's state and connect to the federation; returns
         the last complete round."""
         for key in self.CHECKPOINTED:
             setattr(self, key, checkpoint["state"][key])
+        self.references.new_model = self.new_model
         if self.membership is not None:
             self.membership.fd = self.fd
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        np.random.set_state(checkpoint["rng"]["numpy"])
+        restore_generators(checkpoint)
         self.connect()
         self.writer.event("resumed", after_round=checkpoint["round"])
         return int(checkpoint["round"])
@@ -239,20 +235,18 @@ class ScenarioRun:
         for a in initial_arms(list(self.methods), sc.withdrawn_clients(), bool(sc.events), deletions):
             self.arms[a.name] = ArmState(a, clone_state(init.state_dict()))
         if self.membership is not None and self.membership.reference_runs:
-            for run in self.membership.reference_runs:
-                self.references[run.key] = (run, self.new_model(derive_seed(run.seed, "init")).state_dict())
-            self.writer.event("oracle_references", count=len(self.references),
-                              rounds_each=[r.rounds for r, _ in self.references.values()])
+            self.references.start(self.membership.reference_runs)
+            self.writer.event("oracle_references", count=len(self.references.models),
+                              rounds_each=[r.rounds for r, _ in self.references.models.values()])
         self.audit(0)
 
     def connect(self) -> None:
-        """Discover the federation's nodes and set up the message exchange."""
-        sc, rt = self.sc, self.sc.runtime
-        self.runtime = FederationRuntime(
-            self.grid, sc.seed, sc.data.num_clients, sc.train.fraction, self.writer, self.scenario_index,
-            FailurePolicy(rt.min_replies, rt.on_client_error, rt.client_retries, rt.on_divergence == "mark"),
-        )
+        """Connect to the federation (discover its nodes, set up the exchange)."""
+        rt = self.sc.runtime
+        policy = FailurePolicy(rt.min_replies, rt.on_client_error, rt.client_retries, rt.on_divergence == "mark")
+        self.runtime = self._connect(self.sc, self.writer, policy)
 
+    # -- the event -------------------------------------------------------------------
     def event(self, rnd: int) -> None:
         if rnd == self.first_event:
             self.branch_method_arms()
@@ -281,11 +275,7 @@ class ScenarioRun:
         rnd - 1, with the reference models that finished training by then."""
         if self.membership is None:
             return
-        finished = {}
-        for key, (run, state) in self.references.items():
-            if run.rounds <= rnd - 1:
-                finished[key] = self.new_model()
-                finished[key].load_state_dict(state)
+        finished = self.references.finished_by(rnd - 1)
         before = self.model_of(self.arms[ORIGINAL].state)
         t0 = time.perf_counter()
         self.record(self.membership.calibrate(rnd, before, finished))
@@ -293,26 +283,31 @@ class ScenarioRun:
         self.writer.event("oracle_calibrated", round=rnd, clients=clients, attack=self.sc.oracle.attack,
                           wall_s=time.perf_counter() - t0)
 
+    def method_handle(self, st: ArmState, ev, event_index: int, excluded: set[int]) -> MethodHandle:
+        sc = self.sc
+        return MethodHandle(
+            self.runtime, arm=st.arm.name, event_round=ev.round, withdrawing=ev.client_ids, excluded=excluded,
+            model_factory=self.new_model, num_classes=self.fd.num_classes, history=st.history,
+            server_validation=self._server_validation, local_epochs=sc.train.local_epochs, train_lr=sc.train.lr,
+            drop=tuple(sorted(st.arm.dropped)), event_index=event_index,
+        )
+
     def unlearn(self, st: ArmState, method: UnlearningMethod, event_index: int, ev) -> None:
         """One method's unlearning step for one event, between rounds t-1 and t.
 
         A withdrawing client is excluded from the arm after the step (it may be
         asked for unlearning work during it); a deletion is in force from the
-        step on (the client keeps training on the rest of its data).
+        step on (the client keeps training on the rest of its data). The step's
+        wall time is measured here, around the whole step, for every method.
         """
-        sc, rnd = self.sc, ev.round
+        rnd = ev.round
         excluded = st.arm.excluded | set(ev.client_ids) if ev.withdraws else set(st.arm.excluded)
         if not ev.withdraws:
             st.arm.dropped.add(event_index)
-        handle = FederationHandle(
-            self.runtime, st.arm.name, rnd, ev.client_ids, excluded, self.new_model, self.fd.num_classes,
-            st.history, self.validation_accuracy, sc.train.local_epochs, sorted(st.arm.dropped), event_index,
-            server_validation=self._server_validation, train_lr=sc.train.lr,
-        )
         model = self.new_model()
         model.load_state_dict(st.state)
         t0 = time.perf_counter()
-        model, cost = method.unlearn(model, handle)
+        model, cost = method.unlearn(model, self.method_handle(st, ev, event_index, excluded))
         cost.wall_s = time.perf_counter() - t0
         if what := divergence(model.state_dict()):
             self.mark_diverged(st, rnd - 0.5, f"its unlearning step at round {rnd}: {what}")
@@ -324,12 +319,10 @@ class ScenarioRun:
         extra = {**method.step_metrics(), "changed_fraction": changed / sum(v.numel() for v in st.state.values())}
         for key, value in {**cost.as_metrics(), **extra}.items():
             self.writer.metric(st.arm.name, rnd, None, key, value)
-        total = self.step_costs.setdefault((st.arm.name, rnd), CostRecord())
-        for key, value in vars(cost).items():
-            setattr(total, key, getattr(total, key) + value)
+        self.costs.add_step(st.arm.name, rnd, cost)
         st.arm.excluded = excluded
         st.state = clone_state(model.state_dict())
-        st.recovery_done, st.recovery_left = 0, sc.unlearning.recovery_rounds
+        st.recovery_done, st.recovery_left = 0, self.sc.unlearning.recovery_rounds
 
     def mark_diverged(self, st: ArmState, label: float, what: str) -> None:
         """A non-finite arm: the run stops, or (on_divergence = "mark", method
@@ -341,35 +334,23 @@ class ScenarioRun:
         self.writer.metric(name, label, None, "diverged", 1.0)
         self.writer.event("diverged", arm=name, round=label, what=what)
 
-    def retrain_cost(self, last_round: int) -> RoundCost:
-        """The retrain arm's cost over rounds 1..last_round."""
-        rows = [c for c in self.round_costs.get(RETRAIN, []) if c.round <= last_round]
-        return RoundCost(last_round, sum(c.steps for c in rows), sum(c.bytes for c in rows),
-                         sum(c.wall_s for c in rows))
-
     def record_yardstick(self, rnd: int) -> None:
         """Retraining from scratch to the event redoes rounds 1..rnd-1 without
         the forgetting clients: its cost divides each method's into a speed-up."""
         if RETRAIN not in self.arms:
             return
-        ref = self.retrain_cost(rnd - 1)
+        ref = self.costs.retrain_cost(rnd - 1)
         for key, value in (("steps", ref.steps), ("bytes", ref.bytes), ("wall_s", ref.wall_s)):
             self.writer.metric(RETRAIN, rnd, None, f"retrain_{key}_to_event", value)
-        speedups = {}
-        for name in (n for n in self.methods if self.arms[n].live):
-            cost = self.step_costs.get((name, rnd), CostRecord())
-            speedups[name] = {
-                "speedup_steps": _speedup(ref.steps, cost.client_steps),
-                "speedup_bytes": _speedup(ref.bytes, cost.bytes_up + cost.bytes_down),
-                "speedup_wall": _speedup(ref.wall_s, cost.wall_s, WALL_RESOLUTION_S),
-            }
-            for key, value in speedups[name].items():
+        speedups = {name: self.costs.speedups(name, rnd) for name in self.methods if self.arms[name].live}
+        for name, values in speedups.items():
+            for key, value in values.items():
                 self.writer.metric(name, rnd, None, key, value)
         self.writer.event("yardstick", round=rnd, retrain_steps=ref.steps, retrain_bytes=ref.bytes,
                           retrain_wall_s=ref.wall_s, speedups=speedups)
 
     # -- regular rounds ------------------------------------------------------------
-    def _arm_job(self, name: str, st: ArmState, rnd: int) -> TrainJob:
+    def _arm_request(self, name: str, st: ArmState, rnd: int) -> TrainRequest:
         method = self.methods.get(st.arm.method) if st.arm.method else None
         epochs = None
         if method is not None and st.recovery_left > 0:
@@ -378,49 +359,37 @@ class ScenarioRun:
         keep = (name == ORIGINAL and self.first_event is not None and rnd < self.first_event
                 and any(rnd in r for r in self.history_rounds.values())) or (
             method is not None and rnd in self.history_rounds.get(name, set()) and rnd < max(self.events_at))
-        clients = self.runtime.strategy.sample(rnd, st.arm.excluded)
-        return TrainJob(name, rnd, st.state, clients, epochs, keep_client_states=keep, drop=sorted(st.arm.dropped))
-
-    def _reference_jobs(self, rnd: int) -> list[TrainJob]:
-        jobs = []
-        for key, (run, state) in self.references.items():
-            if rnd <= run.rounds:
-                clients = self.runtime.strategy.sample(rnd, set(run.excluded), seed=run.seed)
-                jobs.append(TrainJob(key, rnd, state, clients, seed=run.seed, train_ids=run.train_ids))
-        return jobs
+        clients = self.runtime.sample(rnd, st.arm.excluded)
+        return TrainRequest(arm=name, round=rnd, state=st.state, clients=clients, epochs=epochs,
+                            keep_client_states=keep, drop=tuple(sorted(st.arm.dropped)))
 
     def train_round(self, rnd: int) -> None:
         """One regular round for every arm (and the oracle's reference training),
         in one batched exchange; ``retrain`` in its own, timed, exchange."""
-        arm_jobs = [self._arm_job(name, st, rnd) for name, st in self.arms.items() if st.live]
-        batched = [j for j in arm_jobs if j.arm != RETRAIN] + self._reference_jobs(rnd)
-        alone = [j for j in arm_jobs if j.arm == RETRAIN]
-        outcomes = self.runtime.train(batched) + [self.runtime.train([j])[0] for j in alone]
-        for job, res in zip(batched + alone, outcomes, strict=True):
-            if job.arm in self.arms:
-                self._apply(self.arms[job.arm], job, res, rnd)
+        arm_requests = [self._arm_request(name, st, rnd) for name, st in self.arms.items() if st.live]
+        batched = [r for r in arm_requests if r.arm != RETRAIN] + self.references.requests(rnd, self.runtime)
+        alone = [r for r in arm_requests if r.arm == RETRAIN]
+        outcomes = self.runtime.train(batched) + [self.runtime.train([r])[0] for r in alone]
+        for request, res in zip(batched + alone, outcomes, strict=True):
+            if request.arm in self.arms:
+                self._apply(self.arms[request.arm], request, res, rnd)
             else:
-                if res.diverged:  # the oracle's own model: nothing to mark, the audit would be void
-                    raise DivergenceError(f"the oracle's reference training {job.arm!r} diverged in round {rnd}: "
-                                          f"{res.diverged}")
-                run, _ = self.references[job.arm]
-                self.references[job.arm] = (run, res.state)
+                self.references.apply(request, res)
 
-    def _apply(self, st: ArmState, job: TrainJob, res: TrainOutcome, rnd: int) -> None:
+    def _apply(self, st: ArmState, request: TrainRequest, res: TrainOutcome, rnd: int) -> None:
         if res.diverged:
             self.mark_diverged(st, rnd, f"round {rnd}: {res.diverged}")
             return
-        if job.keep_client_states:
+        if request.keep_client_states:
             st.history.append(HistoryEntry(rnd, clone_state(st.state), res.client_states, res.num_examples))
         st.state = res.state
-        self.round_costs.setdefault(job.arm, []).append(
-            RoundCost(rnd, res.steps, res.bytes_up + res.bytes_down, res.wall_s))
-        if not job.clients:
-            self.writer.event("empty_round", arm=job.arm, round=rnd)
+        self.costs.add_round(request.arm, rnd, res)
+        if not request.clients:
+            self.writer.event("empty_round", arm=request.arm, round=rnd)
         if res.failed or self.sc.runtime.client_failure_rate > 0:
-            self.writer.metric(job.arm, rnd, None, "failed_clients", len(res.failed))
+            self.writer.metric(request.arm, rnd, None, "failed_clients", len(res.failed))
         if res.failed:
-            self.writer.event("client_failures", arm=job.arm, round=rnd, clients=sorted(res.failed),
+            self.writer.event("client_failures", arm=request.arm, round=rnd, clients=sorted(res.failed),
                               reasons=[res.failed[c] for c in sorted(res.failed)])
 
     # -- audit -------------------------------------------------------------------------
@@ -437,10 +406,9 @@ class ScenarioRun:
         accs = {}
         t0 = time.perf_counter()
         for name, st in self.live_arms().items():
-            for client, metric, value in self.auditor.rows(self.model_of(st.state)):
-                self.writer.metric(name, label, client, metric, value)
-                if metric == "test_accuracy":
-                    accs[name] = value
+            rows = self.auditor.rows(name, label, self.model_of(st.state))
+            self.record(rows)
+            accs[name] = next(r.value for r in rows if r.metric == "test_accuracy")
         if RETRAIN in self.arms and label > 0:
             ref = self.arms[RETRAIN].state
             for name, st in self.live_arms().items():
@@ -464,9 +432,9 @@ class ScenarioRun:
         if self.first_event is not None and self.methods:
             prefix = [r for r in self.writer.rows if r.arm == ORIGINAL and r.round <= self.first_event - 1]
             for name in self.methods:
-                self.record([(name, *r[1:]) for r in prefix])
+                self.record([r._replace(arm=name) for r in prefix])
         if RETRAIN in self.arms:
-            total = self.retrain_cost(sc.train.rounds)
+            total = self.costs.retrain_cost(sc.train.rounds)
             for rnd in self.events_at:
                 for key, value in (("steps", total.steps), ("bytes", total.bytes), ("wall_s", total.wall_s)):
                     self.writer.metric(RETRAIN, rnd, None, f"retrain_{key}_to_end", value)
@@ -481,3 +449,32 @@ class ScenarioRun:
                 self.writer.scores(frame)
 
 
+
+def run_scenario(
+    connect: Connect,
+    scenario: Scenario,
+    out_dir: str | Path,
+    progress: ProgressFn | None = None,
+    resume: bool = False,
+) -> RunSummary:
+    """Run a scenario over the federation ``connect`` gives and write its run
+    directory; ``resume`` continues it from the directory's checkpoint instead
+    (or starts it over when it was interrupted before its first complete round)."""
+    checkpoint = load_checkpoint(out_dir) if resume and (Path(out_dir) / CHECKPOINT).exists() else None
+    snapshot = checkpoint["writer"] if checkpoint else None
+    trackers = trackers_for(scenario, out_dir, snapshot.get("trackers") if snapshot else None)
+    writer = RunWriter(out_dir, scenario.to_toml(), snapshot, trackers)
+    ok = False
+    try:
+        # Same thread count on the server as on the clients (bit-identical engines).
+        torch.set_num_threads(max(1, int(scenario.runtime.num_cpus)))
+        summary = ScenarioRun(connect, scenario, writer, progress).run(checkpoint)
+        ok = True
+    except BaseException as err:
+        writer.event("error", kind=type(err).__name__, message=str(err))
+        raise
+    finally:
+        writer.close(ok)
+    if not scenario.runtime.keep_checkpoints:
+        (Path(out_dir) / CHECKPOINT).unlink(missing_ok=True)
+    return summary
