@@ -5,8 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
+
+from fedforget import registry
+from fedforget.analysis import export
+from fedforget.config import ConfigError, load_scenario
+from fedforget.data import DataUnavailableError
+from fedforget.flower.deployment import flwr_run
+from fedforget.protocol import ClientFailure, DivergenceError, RunsFailed
+from fedforget.report import write_report
+from fedforget.report.text import verdict_text
+from fedforget.results import default_run_dir
+from fedforget.runner import resume, run, run_seeds
+from fedforget.sweep import STUDY_TABLE, sweep
+from fedforget.unlearning import UnlearningMethod
 
 EXIT_CONFIG = 2
 
@@ -14,9 +28,6 @@ EXIT_CONFIG = 2
 def _guarded(action: Callable[[], int], failure_note: str = "", failures: tuple[type, ...] = ()) -> int:
     """Run a command: a bad input is one line and exit status 2; a run that
     failed (a client, divergence, data that cannot be fetched) one line and 1."""
-    from fedforget.config import ConfigError
-    from fedforget.data import DataUnavailableError
-    from fedforget.protocol import ClientFailure, DivergenceError, RunsFailed
 
     try:
         return action()
@@ -30,8 +41,6 @@ def _guarded(action: Callable[[], int], failure_note: str = "", failures: tuple[
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from fedforget.config import load_scenario
-    from fedforget.results import default_run_dir
 
     overrides = list(args.overrides)
     if args.keep_checkpoints:
@@ -57,7 +66,6 @@ def _track_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _run_and_print(sc, out: Path, args: argparse.Namespace) -> int:
-    from fedforget.runner import run, run_seeds
 
     if args.seeds > 1:
         results = run_seeds(sc, args.seeds, out=out, progress=not args.no_progress, verbose=args.verbose)
@@ -74,7 +82,6 @@ def _run_and_print(sc, out: Path, args: argparse.Namespace) -> int:
 
 def _print_verdicts(run_dir: Path) -> None:
     """The terminal verdict table of a run with events (nothing without)."""
-    from fedforget.report.text import verdict_text
 
     text = verdict_text(run_dir)
     if text:
@@ -92,7 +99,6 @@ def _resumed_from(run_dir: Path) -> str:
 
 def _one_line_warnings() -> None:
     """Warnings on the command line as one line each, without source paths."""
-    import warnings
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         print(f"warning: {message}", file=sys.stderr)
@@ -101,7 +107,6 @@ def _one_line_warnings() -> None:
 
 
 def _cmd_flwr_run(args: argparse.Namespace) -> int:
-    from fedforget.flower.deployment import flwr_run
 
     def action() -> int:
         out = flwr_run(args.config, args.overrides, args.out, args.app_dir)
@@ -112,7 +117,6 @@ def _cmd_flwr_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    from fedforget.runner import resume
 
     def action() -> int:
         result = resume(args.run_dir, args.engine, progress=not args.no_progress, verbose=args.verbose)
@@ -125,7 +129,6 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from fedforget.sweep import STUDY_TABLE, sweep
 
     def action() -> int:
         table = sweep(args.config, args.axes, args.seeds, args.out, args.zip,
@@ -138,7 +141,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from fedforget.analysis import export
 
     try:
         written = export(args.dir, args.format, args.out)
@@ -150,7 +152,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from fedforget.report import write_report
 
     try:
         if args.text:
@@ -210,7 +211,6 @@ def _print_entry(reg, name: str) -> None:
 
 
 def _print_listing(command: str) -> None:
-    from fedforget import registry
 
     attr, _, heading, footer = LISTINGS[command]
     reg = getattr(registry, attr)
@@ -227,8 +227,6 @@ def _cmd_listing(args: argparse.Namespace) -> int:
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:
-    from fedforget import registry
-    from fedforget.unlearning import UnlearningMethod
 
     print(METHODS_PREAMBLE)
     print("Methods ([unlearning.<method>] tables):")
@@ -326,7 +324,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _engines():
     """The engine registry as ``--engine`` choices: read (and its module
     imported) only when an ``--engine`` value is checked or help is shown."""
-    from fedforget import registry
 
     return registry.engines
 

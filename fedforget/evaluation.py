@@ -15,7 +15,6 @@ from fedforget.results import MetricRow
 from fedforget.training import accuracy_on_labels, evaluate
 
 
-
 class Auditor:
     """Pre-assembled evaluation sets for one scenario.
 

@@ -39,7 +39,13 @@ class TerminalProgress:
     """A rich progress bar (a live display in a terminal; plain lines in a log)."""
 
     def __init__(self, scenarios: list[Scenario]) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TextColumn("{task.fields[acc]}"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,7 +158,7 @@ def resume(
     except ConfigError as err:
         raise ConfigError(f"{run_dir}: its resolved.toml is not a valid scenario: {err}") from None
     (result,) = run_many([sc], [run_dir], engine, progress, verbose, resume=True)
-    _report(run_dir)
+    report_run(run_dir)
     return result
 
 
@@ -194,7 +193,7 @@ def run(
         sc = with_overrides(sc, [f"runtime.engine={engine}"])
     out_dir = Path(out) if out is not None else default_run_dir(sc.name)
     (result,) = run_many([sc], [out_dir], sc.runtime.engine, progress, verbose)
-    _report(out_dir)
+    report_run(out_dir)
     return result
 
 
@@ -221,10 +220,11 @@ def run_seeds(
     outs = [root / f"seed-{s.seed}" for s in scs]
     results = run_many(scs, outs, sc.runtime.engine, progress, verbose)
     for o in outs:
-        _report(o)
-    _report(root)
+        report_run(o)
+    report_run(root)
     return results
 
 
-def _report(run_dir: Path) -> None:
+def report_run(run_dir: Path) -> None:
+    """Write a run's (or a seeds run's) report."""
     write_report(run_dir)

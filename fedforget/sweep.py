@@ -24,9 +24,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from fedforget.config import ConfigError, Scenario, load_scenario, with_overrides
 from fedforget.analysis.tables import STUDY_FILE, study_table
+from fedforget.config import ConfigError, Scenario, load_scenario, with_overrides
+from fedforget.protocol import ClientFailure, DivergenceError, RunsFailed
+from fedforget.report import write_study_report
 from fedforget.results import atomic_write_bytes, atomic_write_parquet
+from fedforget.runner import report_run, run_many
 
 FAILED_FILE = "failed.txt"  # in a run directory: the run failed; reruns of the sweep skip it
 STUDY_TABLE = "study.parquet"
@@ -152,8 +155,6 @@ def sweep(
     verbose: bool = False,
 ) -> pd.DataFrame:
     """Run (or continue) a sweep and return its study table."""
-    from fedforget.protocol import ClientFailure, DivergenceError, RunsFailed
-    from fedforget.runner import run_many
 
     out = Path(out)
     axes = parse_axes(axes) if isinstance(axes, list) else {k: [str(v) for v in vs] for k, vs in axes.items()}
@@ -180,14 +181,12 @@ def sweep(
                 failures = err.failures if isinstance(err, RunsFailed) else [(str(group[0].run_dir), err)]
                 for out_dir, why in failures:
                     (Path(out_dir) / FAILED_FILE).write_text(f"{type(why).__name__}: {why}\n")
-    from fedforget.runner import _report
 
     for r in runs:
         if r.finished and not (r.run_dir / "report.html").exists():
-            _report(r.run_dir)
+            report_run(r.run_dir)
     table = study_table(out)
     atomic_write_parquet(out / STUDY_TABLE, table)
-    from fedforget.report import write_study_report
 
     write_study_report(out)
     return table

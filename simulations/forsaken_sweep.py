@@ -29,21 +29,22 @@ import itertools
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 from fedforget import registry
-from fedforget.analysis.stats import SIGNAL_AUC  # the project's one "the oracle sees the client" threshold
+from fedforget.analysis.stats import (
+    SIGNAL_AUC,  # the project's one "the oracle sees the client" threshold
+)
 from fedforget.config import Scenario, load_scenario, scenario_from_dict
 from fedforget.data.federated import build_federated_data
 from fedforget.models import build_model
 from fedforget.oracle.audit import nonmember_ids
 from fedforget.oracle.oracle import MembershipOracle
+from fedforget.protocol.local import LocalFederation
 from fedforget.schedule import derive_seed, local_seed, sample_clients
 from fedforget.training import evaluate, train_local
 from fedforget.unlearning import ClientData, HistoryEntry, get_method
-from fedforget.protocol.local import LocalFederation
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE.parent / "configs"

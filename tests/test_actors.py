@@ -35,10 +35,11 @@ def test_actors_engine_matches_inline_bit_for_bit(ray_instance, tmp_path):
 
 def test_actors_engine_reports_a_failing_client(ray_instance, tmp_path):
     """A ClientApp exception on an actor is an error reply, as on Flower's runtime."""
-    from fedforget.flower.actors import ActorGrid
-    from fedforget.flower.inline import CLIENT_APP_RAISED_EXCEPTION
     from flwr.app import Message, RecordDict
     from flwr.clientapp import ClientApp
+
+    from fedforget.flower.actors import ActorGrid
+    from fedforget.flower.inline import CLIENT_APP_RAISED_EXCEPTION
 
     app = ClientApp()
 

@@ -7,7 +7,6 @@ from fedforget.data import DataUnavailableError, build_federated_data
 from fedforget.data.datasets import arrays_from_hf, load_hf
 
 
-
 def _holdout(fd):
     """Per client, everything it never trains on (validation + audit)."""
     return [np.union1d(v, a) for v, a in zip(fd.validation_ids, fd.audit_ids, strict=True)]

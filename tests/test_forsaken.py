@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from fedforget.models import build_model
+from fedforget.protocol.local import LocalFederation
 from fedforget.training import train_local
 from fedforget.unlearning import ClientData, get_method
 from fedforget.unlearning.forsaken import (
@@ -26,7 +27,6 @@ from fedforget.unlearning.forsaken import (
     proxy_tasks,
 )
 from fedforget.unlearning.forsaken.generator import unroll
-from fedforget.protocol.local import LocalFederation
 from tests.test_unlearning_cores import _data, _mlp, _train
 
 
@@ -106,7 +106,10 @@ def test_a_class_deletion_takes_targets_and_self_check_from_that_class(monkeypat
     validation samples of the deleted class only, never the whole part."""
     import fedforget.unlearning.forsaken.method as forsaken_method
     from fedforget.unlearning import CLIENT_OPS
-    from fedforget.unlearning.forsaken.objective import forgetting_gradient, validation_confidence
+    from fedforget.unlearning.forsaken.objective import (
+        forgetting_gradient,
+        validation_confidence,
+    )
 
     clients, _, shape = _clients("mlp")
     model = build_model("mlp", shape, 4, [64], seed=0)

@@ -60,11 +60,19 @@ def test_local_training_lowers_loss_and_is_seeded():
 
 
 def test_fedavg_weighted_by_example_counts():
-    from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+    from flwr.app import (
+        Array,
+        ArrayRecord,
+        ConfigRecord,
+        Context,
+        Message,
+        MetricRecord,
+        RecordDict,
+    )
     from flwr.clientapp import ClientApp
 
-    from fedforget.flower.inline import InlineGrid
     from fedforget.flower.arrays import state_to_record
+    from fedforget.flower.inline import InlineGrid
     from fedforget.flower.strategy import FedForgetStrategy
     from fedforget.protocol import ClientFailure, TrainRequest
 

@@ -597,7 +597,11 @@ def test_vectorised_intervals_equal_the_generic_bootstrap():
     """auc_interval and fr_interval compute every replicate at once; they must
     give the generic bootstrap's interval (same draws), ties included."""
     from fedforget.oracle.metrics import (
-        _auc_or_nan, auc_interval, bootstrap_interval, forgetting_rate, fr_interval,
+        _auc_or_nan,
+        auc_interval,
+        bootstrap_interval,
+        forgetting_rate,
+        fr_interval,
     )
 
     rng = np.random.default_rng(0)

@@ -8,7 +8,12 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from fedforget.progress import NotebookProgress, TerminalProgress, in_notebook, progress_bar
+from fedforget.progress import (
+    NotebookProgress,
+    TerminalProgress,
+    in_notebook,
+    progress_bar,
+)
 from tests.conftest import require_tool, tiny
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,7 +5,6 @@ module needs runs in one ``run_many`` call (one runtime), and the tests inspect
 the resulting run directories.
 """
 
-import numpy as np
 import pytest
 
 import fedforget

@@ -789,7 +789,11 @@ def verdict_rows(text: str) -> dict[tuple[str, str], dict[str, str]]:
 
 
 def test_multi_seed_report_shows_paired_verdicts(tmp_path):
-    from fedforget.analysis.verdicts import VERDICT_LABELS, VERDICT_MARGINS, paired_verdict
+    from fedforget.analysis.verdicts import (
+        VERDICT_LABELS,
+        VERDICT_MARGINS,
+        paired_verdict,
+    )
 
     root = tmp_path / "multi"
     for s in range(3):

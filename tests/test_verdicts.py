@@ -19,8 +19,13 @@ os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
 import fedforget  # noqa: E402
 from fedforget.analysis import stats as fstats  # noqa: E402
 from fedforget.analysis.tables import METRICS  # noqa: E402
-from fedforget.analysis.verdicts import (NEVER, ONE_SEED, VERDICT_MARGINS, PairedVerdict, paired_verdict,  # noqa: E402
-                                         seeds_to_decide)
+from fedforget.analysis.verdicts import (  # noqa: E402
+    ONE_SEED,
+    VERDICT_MARGINS,
+    PairedVerdict,
+    paired_verdict,
+    seeds_to_decide,
+)
 from tests.test_report import RELAPSE_AUC, make_fake_run, metric_value  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

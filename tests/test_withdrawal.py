@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import fedforget
-from fedforget.results import read_events
 from fedforget import registry
-from fedforget.unlearning import ClientData, get_method
 from fedforget.protocol.local import LocalFederation
+from fedforget.results import read_events
+from fedforget.unlearning import ClientData, get_method
 
 ALL = ["forsaken", "perturb", "fnn", "federaser", "pga", "none"]
 

@@ -18,7 +18,14 @@ Figures and HTML live in :mod:`fedforget.report`, built on these.
 
 from fedforget.analysis.runs import Run, Study, load_run, load_study
 from fedforget.analysis.stats import SIGNAL_AUC, Estimate, across, t_interval
-from fedforget.analysis.tables import METRICS, Results, data_dictionary, export, load, study_table
+from fedforget.analysis.tables import (
+           METRICS,
+           Results,
+           data_dictionary,
+           export,
+           load,
+           study_table,
+)
 from fedforget.analysis.verdicts import VERDICT_MARGINS, PairedVerdict, paired_verdict
 
 __all__ = ["METRICS", "SIGNAL_AUC", "VERDICT_MARGINS", "Estimate", "PairedVerdict", "Results", "Run", "Study",

@@ -11,10 +11,16 @@ import pandas as pd
 from sklearn.metrics import roc_curve
 
 from fedforget.analysis.runs import GLOBAL, Run, Study
-from fedforget.analysis.stats import Estimate, NAN, bounds, estimate_of, event_point, finite, t_interval
-
+from fedforget.analysis.stats import (
+    NAN,
+    Estimate,
+    bounds,
+    estimate_of,
+    event_point,
+    finite,
+    t_interval,
+)
 from fedforget.schedule import RETRAIN
-
 
 TPR_FPR = {"tpr_at_1pct_fpr": 0.01, "tpr_at_0.1pct_fpr": 0.001}  # metric -> its false-positive rate
 TPR_MIN_NEGATIVES = 10  # TPR at FPR f needs at least 10 / f non-members

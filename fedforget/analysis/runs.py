@@ -23,11 +23,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedforget.analysis.stats import (NAN, NO_SIGNAL, SIGNAL_AUC, Estimate, band_across, bounds, estimate_of, finite,
-                                      t_interval)
+from fedforget.analysis.stats import (
+    NAN,
+    NO_SIGNAL,
+    SIGNAL_AUC,
+    Estimate,
+    band_across,
+    bounds,
+    estimate_of,
+    finite,
+    t_interval,
+)
 from fedforget.analysis.verdicts import GLOBAL_METRICS, PairedVerdict, paired_verdict
 from fedforget.schedule import ORIGINAL, RETRAIN
-
 
 GLOBAL = -1  # client id standing for the global (client = NA) rows
 REQUIRED_COLUMNS = ("arm", "round", "client", "metric", "value")

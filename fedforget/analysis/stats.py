@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-
 CONFIDENCE = 0.95
 NO_SIGNAL = "no signal"
 #: Original's MIA AUC on a client at calibration below which the oracle barely

@@ -10,18 +10,23 @@ against retrain (:meth:`Results.verdicts`) and relapse (:meth:`Results.relapse`)
 
 from __future__ import annotations
 
-from typing import Any
-
 import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from fedforget.analysis.runs import FR_METRICS
 from fedforget.analysis.stats import NO_SIGNAL, SIGNAL_AUC, across
-from fedforget.analysis.verdicts import GLOBAL_METRICS, RELAPSE_OF, VERDICT_COLUMNS, VERDICT_METRICS, verdict_table
+from fedforget.analysis.verdicts import (
+    GLOBAL_METRICS,
+    RELAPSE_OF,
+    VERDICT_COLUMNS,
+    VERDICT_METRICS,
+    verdict_table,
+)
 from fedforget.config import flatten
 from fedforget.results import read_events, read_metrics
 from fedforget.schedule import ORIGINAL, RETRAIN

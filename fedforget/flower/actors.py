@@ -21,7 +21,11 @@ from collections.abc import Iterable
 from flwr.app import Context, Error, Message
 from flwr.clientapp import ClientApp
 
-from fedforget.flower.inline import CLIENT_APP_RAISED_EXCEPTION, InlineGrid, call_client_app
+from fedforget.flower.inline import (
+    CLIENT_APP_RAISED_EXCEPTION,
+    InlineGrid,
+    call_client_app,
+)
 
 #: Batches queued per actor: one running, one waiting, so no actor idles
 #: for a driver round trip between two batches.

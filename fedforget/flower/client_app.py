@@ -23,12 +23,30 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 
 from fedforget.config import Scenario, load_scenario, scenario_from_dict
-from fedforget.data.federated import ClientDataView, FederatedData, data_key, federated_data_for
-from fedforget.flower.arrays import load_record_into, numpy_to_array, record_to_state, state_to_record
+from fedforget.data.federated import (
+    ClientDataView,
+    FederatedData,
+    data_key,
+    federated_data_for,
+)
+from fedforget.flower.arrays import (
+    load_record_into,
+    numpy_to_array,
+    record_to_state,
+    state_to_record,
+)
 from fedforget.models import build_model, get_device
 from fedforget.schedule import client_fails
 from fedforget.training import train_local

@@ -19,8 +19,15 @@ from flwr.serverapp import Grid
 from fedforget.flower.arrays import record_to_state, state_to_record
 from fedforget.flower.strategy import FedForgetStrategy
 from fedforget.protocol import (
-    AskContext, AskOutcome, AskRequest, ClientFailure, DivergenceError, FailurePolicy, FederationRuntime,
-    TrainOutcome, TrainRequest,
+    AskContext,
+    AskOutcome,
+    AskRequest,
+    ClientFailure,
+    DivergenceError,
+    FailurePolicy,
+    FederationRuntime,
+    TrainOutcome,
+    TrainRequest,
 )
 from fedforget.protocol.records import divergence
 from fedforget.results import RunWriter

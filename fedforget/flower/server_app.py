@@ -17,7 +17,13 @@ from fedforget.config import Scenario
 from fedforget.flower.client_app import scenario_from_context
 from fedforget.flower.runtime import FlowerRuntime
 from fedforget.progress import ProgressFn
-from fedforget.protocol import ClientFailure, DivergenceError, RunsFailed, RunSummary, run_scenario
+from fedforget.protocol import (
+    ClientFailure,
+    DivergenceError,
+    RunsFailed,
+    RunSummary,
+    run_scenario,
+)
 from fedforget.protocol.run import Connect
 from fedforget.report import write_report
 from fedforget.results import default_run_dir

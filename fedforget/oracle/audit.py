@@ -39,7 +39,6 @@ from fedforget.oracle.sampling import class_matched_nonmembers
 from fedforget.results import MetricRow
 from fedforget.schedule import ORIGINAL, RETRAIN, derive_seed
 
-
 WITNESS_KEYS = {"mia_auc": "witness_mia_auc", "mia_auc_lo": "witness_mia_auc_lo", "mia_auc_hi": "witness_mia_auc_hi",
                 "fr": "witness_fr", "fr_fixed_fpr": "witness_fr_fixed_fpr"}
 #: Two-sided normal quantile of the 95% interval of a difference of accuracies.

@@ -7,9 +7,8 @@ so a run with a degenerate client still produces a complete record.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
 import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy.stats import rankdata

@@ -9,7 +9,13 @@ here imports ``flwr``.
 
 from fedforget.protocol.errors import ClientFailure, DivergenceError, RunsFailed
 from fedforget.protocol.federation import AskOutcome, FederationRuntime, MethodHandle
-from fedforget.protocol.records import AskContext, AskRequest, FailurePolicy, TrainOutcome, TrainRequest
+from fedforget.protocol.records import (
+    AskContext,
+    AskRequest,
+    FailurePolicy,
+    TrainOutcome,
+    TrainRequest,
+)
 from fedforget.protocol.run import RunSummary, ScenarioRun, run_scenario
 
 __all__ = [

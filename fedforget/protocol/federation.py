@@ -23,7 +23,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from fedforget.protocol.records import AskContext, AskRequest, FailurePolicy, TrainOutcome, TrainRequest
+from fedforget.protocol.records import (
+    AskContext,
+    AskRequest,
+    FailurePolicy,
+    TrainOutcome,
+    TrainRequest,
+)
 from fedforget.schedule import derive_seed, sample_clients
 from fedforget.training import evaluate, weighted_mean
 from fedforget.unlearning.base import ClientReply, CostRecord, HistoryEntry

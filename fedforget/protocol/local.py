@@ -20,7 +20,13 @@ import numpy as np
 import torch
 
 from fedforget.protocol.federation import AskOutcome, FederationRuntime, MethodHandle
-from fedforget.protocol.records import AskContext, AskRequest, FailurePolicy, TrainOutcome, TrainRequest
+from fedforget.protocol.records import (
+    AskContext,
+    AskRequest,
+    FailurePolicy,
+    TrainOutcome,
+    TrainRequest,
+)
 from fedforget.schedule import local_seed
 from fedforget.training import train_local, weighted_mean_state
 from fedforget.unlearning.base import CLIENT_OPS, ClientData, HistoryEntry

@@ -11,6 +11,7 @@ every engine draws the same.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 import numpy as np
 import torch
 

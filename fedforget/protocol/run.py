@@ -50,17 +50,33 @@ from fedforget.evaluation import Auditor
 from fedforget.models import build_model
 from fedforget.oracle.audit import MembershipAudit, over_unlearning_rows, relapse_rows
 from fedforget.progress import ProgressFn
-from fedforget.protocol.checkpoint import load_checkpoint, restore_generators, save_checkpoint
+from fedforget.protocol.checkpoint import (
+    load_checkpoint,
+    restore_generators,
+    save_checkpoint,
+)
 from fedforget.protocol.costs import CostLedger
 from fedforget.protocol.errors import DivergenceError
 from fedforget.protocol.federation import FederationRuntime, MethodHandle
-from fedforget.protocol.records import FailurePolicy, State, TrainOutcome, TrainRequest, clone_state, divergence
+from fedforget.protocol.records import (
+    FailurePolicy,
+    State,
+    TrainOutcome,
+    TrainRequest,
+    clone_state,
+    divergence,
+)
 from fedforget.protocol.references import ReferenceTrainer
 from fedforget.results import CHECKPOINT, RunWriter
 from fedforget.schedule import ORIGINAL, RETRAIN, Arm, derive_seed, initial_arms
 from fedforget.tracking import trackers_for
 from fedforget.training import evaluate
-from fedforget.unlearning import HistoryEntry, UnlearningMethod, get_method, method_params
+from fedforget.unlearning import (
+    HistoryEntry,
+    UnlearningMethod,
+    get_method,
+    method_params,
+)
 
 #: Connects a run to its federation: (scenario, writer, failure policy) -> runtime.
 Connect = Callable[[Scenario, RunWriter, FailurePolicy], FederationRuntime]

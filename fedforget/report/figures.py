@@ -22,7 +22,6 @@ from fedforget.analysis.runs import GLOBAL, Study
 from fedforget.analysis.stats import event_point, finite, round_text
 from fedforget.schedule import ORIGINAL, RETRAIN
 
-
 METHOD_COLORS = (
     "tab:blue",
     "tab:orange",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1400px;
  padding:0 1rem;color:#1d1d1f;line-height:1.45}

@@ -54,17 +54,41 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from fedforget.analysis.outcomes import TPR_MIN_NEGATIVES, has_speedups, row_values
-from fedforget.analysis.runs import ACROSS_SEEDS_LABEL, ORACLE_SAMPLING_LABEL, Study, load_study
-from fedforget.analysis.stats import (NAN, NO_SIGNAL, SIGNAL_AUC, Estimate, bounds, estimate_of, event_point, finite,
-                                      round_text, t_interval)
+from fedforget.analysis.runs import (
+    ACROSS_SEEDS_LABEL,
+    ORACLE_SAMPLING_LABEL,
+    Study,
+    load_study,
+)
+from fedforget.analysis.stats import (
+    NAN,
+    NO_SIGNAL,
+    SIGNAL_AUC,
+    Estimate,
+    bounds,
+    estimate_of,
+    event_point,
+    finite,
+    round_text,
+    t_interval,
+)
 from fedforget.analysis.verdicts import DETECTION_LEVEL, VERDICT_LABELS, VERDICT_MARGINS
-from fedforget.report.figures import FRONTIER_CAPTION, accuracy_figure, curve_figure, frontier_figure, roc_figure
+from fedforget.report.figures import (
+    FRONTIER_CAPTION,
+    accuracy_figure,
+    curve_figure,
+    frontier_figure,
+    roc_figure,
+)
 from fedforget.report.html import CSS, SCRIPT, esc, figure_html, note_html, table_html
 from fedforget.report.text import headline_lines
-from fedforget.report.verdicts import p_cell, power_lines, relapse_section, verdict_section
+from fedforget.report.verdicts import (
+    p_cell,
+    power_lines,
+    relapse_section,
+    verdict_section,
+)
 from fedforget.results import atomic_write
 from fedforget.schedule import ORIGINAL, RETRAIN
 

@@ -23,7 +23,12 @@ from matplotlib.figure import Figure
 
 from fedforget.analysis.stats import across
 from fedforget.analysis.tables import GAPS, STUDY_FILE, Results, gaps, load, study_table
-from fedforget.analysis.verdicts import VERDICT_LABELS, PairedVerdict, margin_of, paired_verdict
+from fedforget.analysis.verdicts import (
+    VERDICT_LABELS,
+    PairedVerdict,
+    margin_of,
+    paired_verdict,
+)
 from fedforget.report.figures import png_uri
 from fedforget.report.html import CSS, SCRIPT, esc, figure_html, note_html, table_html
 

@@ -16,8 +16,14 @@ import pandas as pd
 
 from fedforget.analysis.runs import ACROSS_SEEDS_LABEL, Run, Study
 from fedforget.analysis.stats import NAN, NO_SIGNAL, event_point, round_text
-from fedforget.analysis.verdicts import (DETECTION_LEVEL, RELAPSE_OF, VERDICT_LABELS, VERDICT_METRICS,
-                                         PairedVerdict, margin_of)
+from fedforget.analysis.verdicts import (
+    DETECTION_LEVEL,
+    RELAPSE_OF,
+    VERDICT_LABELS,
+    VERDICT_METRICS,
+    PairedVerdict,
+    margin_of,
+)
 from fedforget.report.html import esc, note_html, table_html
 from fedforget.schedule import RETRAIN
 

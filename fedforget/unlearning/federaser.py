@@ -15,12 +15,17 @@ Our choices where the paper is silent:
 
 from __future__ import annotations
 
-
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from fedforget.unlearning.base import CostRecord, Federation, MethodParams, UnlearningMethod, register_method
+from fedforget.unlearning.base import (
+    CostRecord,
+    Federation,
+    MethodParams,
+    UnlearningMethod,
+    register_method,
+)
 
 __all__ = ["calibrate_update", "calibrated_aggregate", "storage_bytes"]
 

@@ -6,10 +6,14 @@ later rounds overwrite it.
 
 from __future__ import annotations
 
-
 from torch import nn
 
-from fedforget.unlearning.base import CostRecord, Federation, UnlearningMethod, register_method
+from fedforget.unlearning.base import (
+    CostRecord,
+    Federation,
+    UnlearningMethod,
+    register_method,
+)
 
 
 @register_method

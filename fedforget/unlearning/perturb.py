@@ -17,12 +17,17 @@ Our choices where the paper is silent (METHODS.md implementation note 5):
 
 from __future__ import annotations
 
-
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from fedforget.unlearning.base import CostRecord, Federation, MethodParams, UnlearningMethod, register_method
+from fedforget.unlearning.base import (
+    CostRecord,
+    Federation,
+    MethodParams,
+    UnlearningMethod,
+    register_method,
+)
 
 __all__ = ["noise_scales", "perturb_state"]
 

@@ -10,8 +10,18 @@ own ``Params`` table (``[oracle.<name>]`` in a scenario).
 """
 
 from fedforget import registry
-from fedforget.oracle.attacks.base import Attack, AttackParams, best_balanced_threshold, get_attack
-from fedforget.oracle.attacks.lira import LiraAttack, lira_in_masks, lira_offline_score, lira_score
+from fedforget.oracle.attacks.base import (
+    Attack,
+    AttackParams,
+    best_balanced_threshold,
+    get_attack,
+)
+from fedforget.oracle.attacks.lira import (
+    LiraAttack,
+    lira_in_masks,
+    lira_offline_score,
+    lira_score,
+)
 from fedforget.oracle.attacks.loss import LossThresholdAttack
 from fedforget.oracle.attacks.population import PopulationAttack
 

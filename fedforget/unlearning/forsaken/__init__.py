@@ -13,8 +13,17 @@ section could not be read, so the concrete design is ours, in four parts:
 - :mod:`.method`: the one loop, its client operations, stop rule and guard.
 """
 
-from fedforget.unlearning.forsaken.generator import IdentityGenerator, LearnedGenerator, meta_train, proxy_tasks
-from fedforget.unlearning.forsaken.masks import NeuronMask, neuron_layers, neuron_saliency
+from fedforget.unlearning.forsaken.generator import (
+    IdentityGenerator,
+    LearnedGenerator,
+    meta_train,
+    proxy_tasks,
+)
+from fedforget.unlearning.forsaken.masks import (
+    NeuronMask,
+    neuron_layers,
+    neuron_saliency,
+)
 from fedforget.unlearning.forsaken.method import Forsaken, ForsakenParams
 from fedforget.unlearning.forsaken.objective import (
     forgetting_gradient,

@@ -36,8 +36,16 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from fedforget.training import train_local
-from fedforget.unlearning.forsaken.masks import NeuronMask, layer_parameter_names, neuron_layers, neuron_saliency
-from fedforget.unlearning.forsaken.objective import membership_loss, validation_confidence
+from fedforget.unlearning.forsaken.masks import (
+    NeuronMask,
+    layer_parameter_names,
+    neuron_layers,
+    neuron_saliency,
+)
+from fedforget.unlearning.forsaken.objective import (
+    membership_loss,
+    validation_confidence,
+)
 
 _EPS = 1e-12
 

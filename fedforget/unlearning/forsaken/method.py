@@ -43,8 +43,18 @@ from fedforget.unlearning.base import (
     UnlearningMethod,
     register_method,
 )
-from fedforget.unlearning.forsaken.generator import IdentityGenerator, LearnedGenerator, meta_train, proxy_tasks
-from fedforget.unlearning.forsaken.masks import NeuronMask, layer_parameter_names, neuron_layers, neuron_saliency
+from fedforget.unlearning.forsaken.generator import (
+    IdentityGenerator,
+    LearnedGenerator,
+    meta_train,
+    proxy_tasks,
+)
+from fedforget.unlearning.forsaken.masks import (
+    NeuronMask,
+    layer_parameter_names,
+    neuron_layers,
+    neuron_saliency,
+)
 from fedforget.unlearning.forsaken.objective import (
     forgetting_gradient,
     membership_auc,
