@@ -104,7 +104,7 @@ class MLflowTracker:
     """An MLflow run per fedforget run (parameters: the resolved scenario) with
     one nested run per arm holding its metrics."""
 
-    def __init__(self, uri: str, experiment: str, run_name: str, params: dict[str, Any],
+    def __init__(self, uri: str, experiment: str, run_name: str, *, params: dict[str, Any],
                  tags: dict[str, str], state: dict | None = None) -> None:
         if uri.startswith("file:") or "://" not in uri:
             # MLflow 3 keeps the local file store in maintenance mode behind this opt-in.
@@ -189,6 +189,7 @@ def trackers_for(scenario: Scenario, run_dir: str | Path, state: dict | None = N
                 or Path("mlruns").resolve().as_uri()
             out[name] = functools.partial(
                 MLflowTracker, uri, tr.mlflow_experiment or scenario.name, run_name,
-                flatten(scenario.to_toml_dict()), {"fedforget.run_dir": str(run_dir.resolve())}, saved,
+                params=flatten(scenario.to_toml_dict()), tags={"fedforget.run_dir": str(run_dir.resolve())},
+                state=saved,
             )
     return out

@@ -71,7 +71,7 @@ def main() -> None:
         if not withdrawn:
             continue
         fd = federated_data_for(sc)
-        audit = MembershipAudit(fd, seed=sc.seed)
+        audit = MembershipAudit(fd=fd, seed=sc.seed)
         for c, rnd in withdrawn:
             members = audit.add(c, rnd, True, fd.train_ids[c]).members
             rows.append({"scenario": path.name, "client": c,

@@ -142,7 +142,7 @@ class Federation:
 
     def unlearn(self, method: str, params: dict) -> dict[str, float]:
         fed = LocalFederation(self.new, self.clients, [self.client], self.fd.num_classes,
-                              self.fd.server_validation(), local_epochs=self.sc.train.local_epochs,
+                              server_validation=self.fd.server_validation(), local_epochs=self.sc.train.local_epochs,
                               lr=self.sc.train.lr, batch_size=self.sc.train.batch_size,
                               history=self.history, seed=self.sc.seed, round=self.t)
         t0 = time.perf_counter()

@@ -150,7 +150,7 @@ def test_masks_change_only_the_selected_neurons(model_name):
     clients, server, shape = _clients(model_name)
     model = _memorising_model(model_name, clients, shape)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    fed = LocalFederation(lambda: build_model(model_name, shape, 4, [64], seed=0), clients, [0], 4, server)
+    fed = LocalFederation(lambda: build_model(model_name, shape, 4, [64], seed=0), clients, [0], 4, server_validation=server)
     method = get_method("forsaken", {"generator": "identity", "mask_fraction": 0.25, "steps": 3,
                                      "target_se": 0.0, "max_accuracy_drop": 1.0})
     model, _ = method.unlearn(model, fed)
@@ -212,7 +212,7 @@ def test_learned_generator_starts_as_identity():
 def test_stop_rule_is_relative_to_chance_and_rollback_keeps_the_best_state():
     clients, server, shape = _clients("mlp")
     model = _memorising_model("mlp", clients, shape)
-    fed = LocalFederation(lambda: build_model("mlp", shape, 4, [64], seed=0), clients, [0], 4, server)
+    fed = LocalFederation(lambda: build_model("mlp", shape, 4, [64], seed=0), clients, [0], 4, server_validation=server)
     method = get_method("forsaken", {"generator": "identity", "steps": 10, "step_size": 0.05})
     method.unlearn(copy.deepcopy(model), fed)
     log = fed.logs[-1]
@@ -240,7 +240,7 @@ def test_stop_rule_is_relative_to_chance_and_rollback_keeps_the_best_state():
 def test_one_exchange_per_step_and_costs_counted():
     clients, server, shape = _clients("mlp")
     model = _memorising_model("mlp", clients, shape)
-    fed = LocalFederation(lambda: build_model("mlp", shape, 4, [64], seed=0), clients, [0], 4, server)
+    fed = LocalFederation(lambda: build_model("mlp", shape, 4, [64], seed=0), clients, [0], 4, server_validation=server)
     method = get_method("forsaken", {"generator": "identity", "steps": 4, "target_se": 0.0, "max_accuracy_drop": 1.0})
     _, cost = method.unlearn(model, fed)
     assert fed.logs[-1]["steps"] == 4 and fed.exchanges == 5  # the first exchange, then one per step

@@ -192,7 +192,7 @@ def test_fr_nan_warning_when_nothing_is_flagged_before():
             per.update(member=np.r_[np.ones(5, bool), np.zeros(5, bool)], decision=np.zeros(10, bool))
             return OracleReport({**m, "mia_auc": 0.5}, per, (np.zeros(2), np.zeros(2)))
 
-    audit = MembershipAudit(fd, seed=0, n_boot=10)
+    audit = MembershipAudit(fd=fd, seed=0, n_boot=10)
     target = audit.add(0, 2, True, fd.train_ids[0])
     w = _Watch(target, NothingFlaggedBefore())
     no_stats = lambda ids: None  # noqa: E731 (the fake oracle reads none)
@@ -277,7 +277,7 @@ def test_audit_nonmembers_are_distinct_samples_with_the_members_histogram():
                                    holdout_fraction=0.2, test_fraction=0.2,
                                    synthetic={"samples": 2000, "features": 20, "informative": 10, "classes": 20}),
                               seed=0)
-    audit = MembershipAudit(fd, seed=0, n_boot=10, min_nonmembers=1000)
+    audit = MembershipAudit(fd=fd, seed=0, n_boot=10, min_nonmembers=1000)
     for client in range(5):
         t = audit.add(client, 3, True, fd.train_ids[client])
         assert np.unique(t.nonmembers).size == t.nonmembers.size > 0

@@ -121,10 +121,10 @@ def test_mlflow_resume_continues_the_same_runs(tmp_path):
     from mlflow.tracking import MlflowClient
 
     uri = (tmp_path / "mlruns").as_uri()
-    first = MLflowTracker(uri, "exp", "run", {"seed": 0, "events": "x" * 7000}, {})
+    first = MLflowTracker(uri, "exp", "run", params={"seed": 0, "events": "x" * 7000}, tags={})
     first.log([MetricRow("retrain", 1.0, 0, "mia_auc", 0.6)])
     state = first.state()
-    again = MLflowTracker(uri, "exp", "run", {"seed": 0}, {}, state)
+    again = MLflowTracker(uri, "exp", "run", params={"seed": 0}, tags={}, state=state)
     again.log([MetricRow("retrain", 1.5, 0, "mia_auc", 0.55), MetricRow("retrain", 2.0, 0, "mia_auc", math.inf)])
     again.close(True)
     client = MlflowClient(tracking_uri=uri)
@@ -203,7 +203,7 @@ def test_mlflow_marks_a_failed_run_failed(tmp_path):
     from mlflow.tracking import MlflowClient
 
     uri = (tmp_path / "mlruns").as_uri()
-    tracker = MLflowTracker(uri, "exp", "run", {}, {})
+    tracker = MLflowTracker(uri, "exp", "run", params={}, tags={})
     tracker.log([MetricRow("original", 1.0, None, "test_accuracy", 0.5)])
     tracker.close(False)
     client = MlflowClient(tracking_uri=uri)

@@ -59,6 +59,7 @@ class ActorGrid(InlineGrid):
         self,
         client_app: ClientApp,
         num_nodes: int,
+        *,
         num_cpus: float = 1.0,
         num_gpus: float = 0.0,
         address: str = "",

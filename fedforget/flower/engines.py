@@ -40,7 +40,7 @@ def run_on_ray(
     if engine == "actors":
         from fedforget.flower.actors import ActorGrid
 
-        grid = ActorGrid(client_app, num_nodes, num_cpus, num_gpus, address, verbose)
+        grid = ActorGrid(client_app, num_nodes, num_cpus=num_cpus, num_gpus=num_gpus, address=address, verbose=verbose)
         try:
             server_app(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={}))
         finally:

@@ -98,7 +98,7 @@ class _Watch:
     client_test: ClientMembershipTest | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MembershipAudit:
     """Oracles of one scenario and the metrics they produce.
 

@@ -109,6 +109,7 @@ class MembershipOracle:
         attack: Attack,
         members: tuple[torch.Tensor, torch.Tensor, np.ndarray],
         nonmembers: tuple[torch.Tensor, torch.Tensor, np.ndarray],
+        *,
         member_stats: SampleStats,
         nonmember_stats: SampleStats,
         n_boot: int,
@@ -194,7 +195,8 @@ class MembershipOracle:
         m_stats = sample_statistics(model, members_t[0], members_t[1], batch_size)
         n_stats = sample_statistics(model, nonmembers_t[0], nonmembers_t[1], batch_size)
         att.fit(m_stats, n_stats)
-        return cls(att, members_t, nonmembers_t, m_stats, n_stats, n_boot, seed, batch_size)
+        return cls(att, members_t, nonmembers_t, member_stats=m_stats, nonmember_stats=n_stats, n_boot=n_boot, seed=seed,
+                   batch_size=batch_size)
 
     @property
     def n_members(self) -> int:

@@ -180,8 +180,8 @@ class ScenarioRun:
         if not sc.events:
             return None
         audit = MembershipAudit(
-            self.fd, sc.seed, sc.oracle.attack, sc.oracle.attack_params(), sc.oracle.n_boot,
-            sc.oracle.min_nonmembers, sc.oracle.scores,
+            fd=self.fd, seed=sc.seed, attack=sc.oracle.attack, attack_params=sc.oracle.attack_params(),
+            n_boot=sc.oracle.n_boot, min_nonmembers=sc.oracle.min_nonmembers, keep_scores=sc.oracle.scores,
         )
         for ev in sc.events:
             for c in ev.client_ids:

@@ -75,7 +75,8 @@ class LearnedGenerator(nn.Module):
 
     name = "learned"
 
-    def __init__(self, lambda_r: float = 1.0, steps: int = 8, hidden: int = 16, momentum: float = 0.5, seed: int = 0):
+    def __init__(self, lambda_r: float = 1.0, steps: int = 8, *, hidden: int = 16, momentum: float = 0.5,
+                 seed: int = 0) -> None:
         super().__init__()
         self.lambda_r, self.momentum = lambda_r, momentum
         g = torch.Generator().manual_seed(seed)
