@@ -226,6 +226,48 @@ def _cmd_listing(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_model_shape_options(parser: argparse.ArgumentParser) -> None:
+    """``fedforget models --input-shape C,H,W --classes K``: parameter counts for that input."""
+    parser.add_argument("--input-shape", default="1,28,28", metavar="C,H,W",
+                        help="input the parameter counts are for: C,H,W for images, F for tabular (default 1,28,28)")
+    parser.add_argument("--classes", type=int, default=10, metavar="K", help="classes (default 10)")
+    parser.set_defaults(func=_cmd_models)
+
+
+def _model_size(name: str, shape: tuple[int, ...], classes: int, hidden: list[int]) -> str:
+    """One line: the model's parameter count for that input, or why it does not fit it."""
+    from fedforget.models import parameter_count
+
+    try:
+        n = parameter_count(name, shape, classes, hidden)
+    except Exception as err:  # a builder's refusal (or a plugin's failure), said as it is
+        return f"does not fit this shape: {err}"
+    return f"parameters: {n:,} (input {','.join(map(str, shape))}, {classes} classes, model.hidden = {hidden})"
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    """The models listing, each with its parameter count for ``--input-shape`` and ``--classes``."""
+    from fedforget.config import ModelConfig
+
+    try:
+        shape = tuple(int(v) for v in args.input_shape.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or len(shape) not in (1, 3) or min(shape) < 1 or args.classes < 1:
+        print(f"error: --input-shape must be C,H,W or F of positive integers and --classes >= 1, "
+              f"got {args.input_shape!r} and {args.classes}", file=sys.stderr)
+        return EXIT_CONFIG
+    _, _, heading, footer = LISTINGS["models"]
+    hidden = ModelConfig().hidden
+    print(heading)
+    for name in registry.models.names():
+        _print_entry(registry.models, name)
+        print(f"  {_model_size(name, shape, args.classes, hidden)}")
+    if footer:
+        print(footer)
+    return 0
+
+
 def _cmd_methods(args: argparse.Namespace) -> int:
 
     print(METHODS_PREAMBLE)
@@ -318,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=_cmd_methods)
     for command, (_, help_text, _, _) in LISTINGS.items():
         sub.add_parser(command, help=help_text).set_defaults(func=_cmd_listing)
+    _add_model_shape_options(sub.choices["models"])
     return p
 
 

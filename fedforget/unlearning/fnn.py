@@ -277,8 +277,12 @@ class FNN(UnlearningMethod):
     @classmethod
     def check_scenario(cls, scenario, params) -> None:
         super().check_scenario(scenario, params)
-        if scenario.model.name == "logreg" or not scenario.model.hidden:
-            raise ValueError("fnn prunes hidden ReLU neurons; model.name = 'logreg' or model.hidden = [] has none")
+        from fedforget.models import has_hidden_relu_neurons
+
+        m = scenario.model
+        if has_hidden_relu_neurons(m.name, m.hidden) is False:
+            raise ValueError(f"fnn prunes hidden ReLU neurons (a Linear/Conv2d followed by ReLU); "
+                             f"model.name = {m.name!r} with model.hidden = {m.hidden} has none")
 
     def unlearn(self, model: nn.Module, fed: Federation) -> tuple[nn.Module, CostRecord]:
         p = self.params
