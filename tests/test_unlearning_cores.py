@@ -209,6 +209,70 @@ def test_pga_early_stop(trained) -> None:
     assert info["sgd_steps"] < 50 * 4
 
 
+def test_pga_clipping_bounds_each_step(trained) -> None:
+    """Gradient clipping (the authors' 5): with a tiny clip the plain-SGD step
+    (no momentum, one step) moves the parameters by at most lr x clip."""
+    x, y = trained["forget"]
+    ref = {k: v.detach().clone() for k, v in trained["model"].named_parameters()}
+    moved = {}
+    for clip in (0.0, 1e-3):
+        model = copy.deepcopy(trained["model"])
+        pga.projected_gradient_ascent(model, x[:16], y[:16], ref, radius=1e9, lr=1.0, epochs=1, batch_size=16,
+                                      seed=0, clip_grad_norm=clip)
+        moved[clip] = float(torch.cat([(p.detach() - ref[k]).flatten() for k, p in model.named_parameters()]).norm())
+    assert moved[1e-3] <= 1e-3 * (1 + 1e-4) < moved[0.0]
+
+
+def test_pga_distance_stop_ends_the_ascent(trained) -> None:
+    """The authors' stop: once the squared distance to the client's own model exceeds the bound."""
+    model = copy.deepcopy(trained["model"])
+    x, y = trained["forget"]
+    ref = {k: v.detach().clone() for k, v in model.named_parameters()}
+    _, info = pga.projected_gradient_ascent(model, x, y, ref, radius=50.0, lr=0.5, epochs=5, batch_size=16, seed=0,
+                                            momentum=0.9, away_from=ref, distance_stop=1e-6)
+    assert info["stopped_early"] and info["stopped_by_distance"] and info["sgd_steps"] == 1
+
+
+def _pga_on_local_federation(params):
+    from fedforget.models import build_model
+    from fedforget.protocol.local import LocalFederation
+    from fedforget.unlearning import ClientData, HistoryEntry, get_method
+
+    g = torch.Generator().manual_seed(0)
+    clients = {}
+    for c in range(3):
+        x, y = torch.randn(120, 20, generator=g), torch.randint(0, 4, (120,), generator=g)
+        clients[c] = ClientData(c, x[:100], y[:100], x[100:], y[100:], 4)
+    model = build_model("mlp", (20,), 4, [16], seed=0)
+    states = {c: {k: v + 0.01 * c for k, v in model.state_dict().items()} for c in clients}
+    history = [HistoryEntry(2, model.state_dict(), states, {c: 100 for c in clients})]
+    fed = LocalFederation(lambda: build_model("mlp", (20,), 4, [16], seed=0), clients, [0], 4, history=history,
+                          round=3)
+    _, cost = get_method("pga", params).unlearn(model, fed)
+    return fed, cost
+
+
+def test_pga_radius_rules_and_the_never_binding_warning() -> None:
+    squared, _ = _pga_on_local_federation({"epochs": 1, "radius_fraction": 0.25, "distance_stop": None})
+    norm, _ = _pga_on_local_federation({"epochs": 1, "radius_fraction": 0.25, "radius_rule": "norm",
+                                        "distance_stop": None})
+    r_sq, r_norm = squared.logs[-1]["client0_radius"], norm.logs[-1]["client0_radius"]
+    assert r_sq == pytest.approx(2 * r_norm)  # sqrt(0.25) d against 0.25 d
+    # a huge ball with one pass at lr 0.01 never binds: the run says so
+    loose, _ = _pga_on_local_federation({"epochs": 1, "radius_fraction": 100.0, "distance_stop": None})
+    assert any("never bound" in w for w in loose.warnings) and loose.logs[-1]["client0_ball_binds"] == 0
+    tight, _ = _pga_on_local_federation({"epochs": 1, "radius_fraction": 1e-8, "distance_stop": None})
+    assert not tight.warnings and tight.logs[-1]["client0_ball_binds"] == 1
+
+
+def test_pga_relative_accuracy_stop_reads_the_reference() -> None:
+    """min_accuracy relative: a fraction of the reference model's accuracy on
+    the client's validation part; 1.0 stops at the first step that lowers it."""
+    fed, _ = _pga_on_local_federation({"epochs": 3, "lr": 0.5, "min_accuracy": 1.0, "distance_stop": None})
+    log = fed.logs[-1]
+    assert log["client0_stopped_early"] == 1 and log["client0_sgd_steps"] < 3 * 4
+
+
 # ---------------------------------------------------------------------- FedEraser
 
 
@@ -251,3 +315,68 @@ def test_perturb_beta_zero_identical() -> None:
     params = dict(_mlp().named_parameters())
     out = perturb.perturb_state(params, 0.0, torch.Generator().manual_seed(0))
     assert all(torch.equal(out[k], params[k]) and out[k] is not params[k] for k in params)
+
+
+def _federaser_run(params):
+    from fedforget.models import build_model
+    from fedforget.protocol.local import LocalFederation
+    from fedforget.unlearning import ClientData, HistoryEntry, get_method
+
+    g = torch.Generator().manual_seed(1)
+    clients = {c: ClientData(c, torch.randn(40, 20, generator=g), torch.randint(0, 4, (40,), generator=g),
+                             torch.randn(10, 20, generator=g), torch.randint(0, 4, (10,), generator=g), 4)
+               for c in range(3)}
+    init = build_model("mlp", (20,), 4, [16], seed=0).state_dict()
+    history = []
+    for rnd in (1, 3):
+        states = {c: {k: v + 0.01 * (c + rnd) for k, v in init.items()} for c in clients}
+        history.append(HistoryEntry(rnd, {k: v + 0.001 * rnd for k, v in init.items()}, states,
+                                    {c: 10 * (c + 1) for c in clients}))
+    fed = LocalFederation(lambda: build_model("mlp", (20,), 4, [16], seed=0), clients, [0], 4, history=history,
+                          round=4, local_epochs=3)
+    epochs_asked = []
+    train_remaining = fed.train_remaining
+
+    def spy(model, tag, *, epochs=None, clients=None):
+        epochs_asked.append(epochs)
+        return train_remaining(model, tag, epochs=epochs, clients=clients)
+
+    fed.train_remaining = spy
+    model, cost = get_method("federaser", {"interval": 2, **params}).unlearn(build_model("mlp", (20,), 4, [16],
+                                                                                          seed=0), fed)
+    return history, model, cost, epochs_asked
+
+
+def test_federaser_replays_its_first_stored_round_exactly() -> None:
+    """The paper's scheme: the first stored round starts from the model it was
+    trained from, so its remaining clients' stored updates apply unchanged (no
+    client work there); calibrating it too costs a training exchange more."""
+    history, model, cost, asked = _federaser_run({"first_round": "replay", "calibration_ratio": 0.5})
+    _, _, cost_cal, asked_cal = _federaser_run({"first_round": "calibrate", "calibration_ratio": 0.5})
+    assert len(asked) == 1 and len(asked_cal) == 2 and cost.client_steps < cost_cal.client_steps
+    assert asked == [1.5]  # r x E, fractional as in the paper
+    _, _, _, asked_int = _federaser_run({"integer_epochs": True, "calibration_ratio": 0.5})
+    assert asked_int == [2.0]  # rounded up, as the released code does
+
+
+def test_federaser_first_replay_is_the_stored_weighted_mean() -> None:
+    """With one stored round, the result is its global model plus the
+    example-weighted mean of the remaining clients' stored updates."""
+    from fedforget.models import build_model
+    from fedforget.protocol.local import LocalFederation
+    from fedforget.unlearning import ClientData, HistoryEntry, get_method
+
+    g = torch.Generator().manual_seed(2)
+    clients = {c: ClientData(c, torch.randn(8, 20, generator=g), torch.randint(0, 4, (8,), generator=g),
+                             torch.randn(4, 20, generator=g), torch.randint(0, 4, (4,), generator=g), 4)
+               for c in range(3)}
+    init = build_model("mlp", (20,), 4, [16], seed=0).state_dict()
+    states = {c: {k: v + 0.1 * (c + 1) for k, v in init.items()} for c in clients}
+    counts = {0: 5, 1: 10, 2: 30}
+    fed = LocalFederation(lambda: build_model("mlp", (20,), 4, [16], seed=0), clients, [0], 4,
+                          history=[HistoryEntry(1, init, states, counts)], round=2)
+    model, cost = get_method("federaser", {}).unlearn(build_model("mlp", (20,), 4, [16], seed=0), fed)
+    expected = {k: init[k] + (10 * 0.2 + 30 * 0.3) / 40 for k in init}
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, expected[k])
+    assert cost.client_steps == 0 and fed.exchanges == 0

@@ -221,6 +221,9 @@ class MethodHandle:
     def log(self, **info) -> None:
         self.runtime.log("unlearn_step", arm=self.arm, round=self.round, **info)
 
+    def warn(self, message: str) -> None:
+        self.runtime.log("warning", message=f"arm {self.arm!r}: {message}")
+
     def cost(self) -> CostRecord:
         return CostRecord(**vars(self._cost))
 

@@ -69,6 +69,7 @@ class InProcessRuntime(FederationRuntime):
         self.asked: list[tuple[int, str]] = []
         self.exchanges = 0
         self.logs: list[dict] = []
+        self.warnings: list[str] = []
 
     def ask(self, requests: list[AskRequest], context: AskContext) -> AskOutcome:
         self.exchanges += 1
@@ -108,7 +109,10 @@ class InProcessRuntime(FederationRuntime):
         return out
 
     def log(self, event: str, **info: Any) -> None:
-        self.logs.append(info)
+        if event == "warning":
+            self.warnings.append(info["message"])
+        else:
+            self.logs.append(info)
 
 
 class LocalFederation(MethodHandle):
@@ -167,3 +171,7 @@ class LocalFederation(MethodHandle):
     @property
     def logs(self) -> list[dict]:
         return self.runtime.logs
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.runtime.warnings

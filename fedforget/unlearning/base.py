@@ -242,6 +242,9 @@ class Federation(Protocol):
     def log(self, **info: Any) -> None:
         """Write an ``unlearn_step`` line to the events log."""
 
+    def warn(self, message: str) -> None:
+        """A warning the run's report shows (a ``warning`` line in the events log)."""
+
     def cost(self) -> CostRecord:
         """Client steps, bytes and rounds spent through this handle so far."""
 

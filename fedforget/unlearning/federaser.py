@@ -15,10 +15,14 @@ Our choices where the paper is silent:
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from fedforget.training import weighted_mean, weighted_mean_state
 from fedforget.unlearning.base import (
     CostRecord,
     Federation,
@@ -83,21 +87,11 @@ def calibrated_aggregate(
     """
     if not (len(old_updates) == len(new_updates) == len(weights)) or not weights:
         raise ValueError("need equally many (>= 1) old updates, new updates and weights")
-    w = torch.tensor(weights, dtype=torch.float64)
-    if bool((w < 0).any()) or float(w.sum()) <= 0:
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
         raise ValueError("weights must be non-negative with a positive sum")
-    w = w / w.sum()
-    calibrated = [calibrate_update(o, n) for o, n in zip(old_updates, new_updates)]
-    out: dict[str, Tensor] = {}
-    for name, first in calibrated[0].items():
-        if not torch.is_floating_point(first):
-            out[name] = first.clone()
-            continue
-        acc = torch.zeros_like(first)
-        for wk, upd in zip(w.tolist(), calibrated):
-            acc = acc + wk * upd[name]
-        out[name] = acc
-    return out
+    calibrated = [calibrate_update(o, n) for o, n in zip(old_updates, new_updates, strict=True)]
+    return {name: weighted_mean([u[name] for u in calibrated], weights) if torch.is_floating_point(first)
+            else first.clone() for name, first in calibrated[0].items()}
 
 
 def storage_bytes(updates: list[dict[str, Tensor]]) -> int:
@@ -122,6 +116,12 @@ def storage_bytes(updates: list[dict[str, Tensor]]) -> int:
 class FedEraserParams(MethodParams):
     interval: int = Field(2, ge=1, description="delta t: the server stores client updates every this many rounds")
     calibration_ratio: float = Field(0.5, gt=0, le=1, description="r: calibration local epochs = r x train.local_epochs")
+    first_round: Literal["replay", "calibrate"] = Field(
+        "replay", description="replay: the first stored round starts from the same model as in training, so its "
+                              "stored updates are applied as they are (the paper's scheme, no client work); "
+                              "calibrate: calibration training there too (our earlier scheme)")
+    integer_epochs: bool = Field(False, description="round calibration epochs up to a whole number, as the "
+                                                    "released code does (the paper: r x E, possibly fractional)")
 
 
 @register_method
@@ -147,19 +147,24 @@ class FedEraser(UnlearningMethod):
             raise ValueError("federaser: no stored rounds before the withdrawal (event at round 1?)")
         storage = sum(storage_bytes([e.global_state, *e.client_states.values()]) for e in entries)
         calibrated = {k: v.clone() for k, v in entries[0].global_state.items()}
+        epochs = p.calibration_ratio * fed.local_epochs
+        epochs = float(math.ceil(epochs)) if p.integer_epochs else epochs
         replayed = 0
-        for e in entries:
+        for i, e in enumerate(entries):
             clients = sorted(c for c in e.client_states if c in fed.remaining)
             if not clients:
                 continue
-            start = fed.build_model()
-            start.load_state_dict(calibrated)
-            new_states, counts = fed.train_remaining(
-                start, f"federaser-r{e.round}", epochs=p.calibration_ratio * fed.local_epochs, clients=clients
-            )
             old = [{k: e.client_states[c][k] - e.global_state[k] for k in calibrated} for c in clients]
-            new = [{k: new_states[c][k] - calibrated[k] for k in calibrated} for c in clients]
-            step = calibrated_aggregate(old, new, [float(e.num_examples[c]) for c in clients])
+            weights = [float(e.num_examples[c]) for c in clients]
+            if i == 0 and p.first_round == "replay":
+                # Same starting model as in training: the stored updates are exact, nothing to calibrate.
+                step = weighted_mean_state(old, weights)
+            else:
+                start = fed.build_model()
+                start.load_state_dict(calibrated)
+                new_states, _ = fed.train_remaining(start, f"federaser-r{e.round}", epochs=epochs, clients=clients)
+                new = [{k: new_states[c][k] - calibrated[k] for k in calibrated} for c in clients]
+                step = calibrated_aggregate(old, new, weights)
             calibrated = {k: calibrated[k] + step[k] for k in calibrated}
             replayed += 1
         model.load_state_dict(calibrated)

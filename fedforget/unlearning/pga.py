@@ -7,20 +7,27 @@ ball of radius ``delta`` around a reference model, the average of the other clie
 models ``w_ref = (N * w_global - w_client) / (N - 1)``, and stops early once validation
 accuracy falls below ``tau``; a few FL rounds without it follow (not in this module).
 
+The defaults follow the authors' released notebook where the paper is silent:
+SGD ascent with momentum 0.9 and gradient-norm clipping at 5 on mean cross-entropy,
+starting at the reference model; a radius from squared distances (``delta**2 =
+radius_fraction * d**2``, ``d`` the distance from a random model to the reference);
+and a stop once the squared distance to the withdrawing client's own last model
+exceeds ``distance_stop``. Our earlier scheme (plain SGD, ``delta = d / 3`` on the
+plain norm, an absolute accuracy floor) stays available through the parameters.
+
 Our choices where the paper is silent:
 
-* Plain SGD ascent (``maximize=True``, no momentum) on mean cross-entropy, starting at
-  the reference model; projection onto the ball after *every* step, with the ball taken
-  over the flattened concatenation of all parameters.
-* The early-stop test runs after every step; the model that crossed the threshold is
-  kept (no rollback). Default validation data is the ascent data itself.
+* Projection onto the ball after *every* step, with the ball taken over the flattened
+  concatenation of all parameters.
+* The stop tests run after every step; the model that crossed a threshold is kept
+  (no rollback). Default validation data is the ascent data itself.
 * Mini-batch order comes from a ``torch.Generator`` seeded with ``seed``.
 * Only the model's parameters are taken from the reference; buffers are untouched.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -119,11 +126,14 @@ def _loss_acc(model: nn.Module, x: Tensor, y: Tensor) -> tuple[float, float]:
     return float(F.cross_entropy(logits, y)), float((logits.argmax(dim=1) == y).float().mean())
 
 
-def _projected_ascent_step(model, opt, params, center, radius, xb, yb) -> tuple[float, float]:
-    """One ascent step, then the projection back into the ball; returns the
-    distances to the centre before and after the projection."""
+def _projected_ascent_step(model, opt, params, center, radius, xb, yb, clip: float = 0.0) -> tuple[float, float]:
+    """One ascent step (gradient norm clipped to ``clip`` when > 0), then the
+    projection back into the ball; returns the distances to the centre before
+    and after the projection."""
     opt.zero_grad(set_to_none=True)
     F.cross_entropy(model(xb), yb).backward()
+    if clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     opt.step()
     with torch.no_grad():
         current = {k: p.detach() for k, p in params.items()}
@@ -149,6 +159,10 @@ def projected_gradient_ascent(
     min_accuracy: float | None = None,
     x_val: Tensor | None = None,
     y_val: Tensor | None = None,
+    momentum: float = 0.0,
+    clip_grad_norm: float = 0.0,
+    away_from: dict[str, Tensor] | None = None,
+    distance_stop: float | None = None,
 ) -> tuple[nn.Module, dict]:
     """Maximise cross-entropy on ``(x, y)`` inside an L2 ball around ``reference``.
 
@@ -175,6 +189,16 @@ def projected_gradient_ascent(
         Early stop once accuracy on the validation data drops below this.
     x_val, y_val : Tensor, optional
         Validation data for early stopping (default: ``x, y``).
+    momentum : float
+        SGD momentum of the ascent (the authors' notebook: 0.9).
+    clip_grad_norm : float
+        Clip the gradient's global L2 norm to this before each step (0: off;
+        the authors' notebook: 5).
+    away_from : dict of str to Tensor, optional
+        The withdrawing client's own last model; with ``distance_stop``, the
+        ascent stops once its squared distance from this exceeds ``distance_stop``.
+    distance_stop : float, optional
+        The squared distance from ``away_from`` that ends the ascent.
 
     Returns
     -------
@@ -195,9 +219,16 @@ def projected_gradient_ascent(
             p.copy_(center[k])
     loss_before, _ = _loss_acc(model, x, y)
 
-    opt = torch.optim.SGD(model.parameters(), lr=lr, maximize=True)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, maximize=True)
+    stops = []
+    if min_accuracy is not None:
+        stops.append(("accuracy", lambda: _loss_acc(model, x_val, y_val)[1] < min_accuracy))
+    if away_from is not None and distance_stop is not None:
+        target = {k: away_from[k].detach().to(device=p.device, dtype=p.dtype) for k, p in params.items()}
+        stops.append(("distance", lambda: float(_flat_distance(
+            {k: p.detach() for k, p in params.items()}, target)) ** 2 > distance_stop))
     info = _ascend(model, opt, params, center, x, y, radius=radius, epochs=epochs, batch_size=batch_size,
-                   seed=seed, stop=None if min_accuracy is None else (min_accuracy, x_val, y_val))
+                   seed=seed, stops=stops, clip_grad_norm=clip_grad_norm)
     opt.zero_grad(set_to_none=True)
     loss_after, acc_after = _loss_acc(model, x, y)
     info["final_distance"] = float(_flat_distance({k: p.detach() for k, p in params.items()}, center))
@@ -205,22 +236,26 @@ def projected_gradient_ascent(
     return model, info
 
 
-def _ascend(model, opt, params, center, x, y, *, radius, epochs, batch_size, seed, stop) -> dict:
-    """The projected mini-batch passes; ``stop`` = (min accuracy, x_val, y_val) or None."""
+def _ascend(model, opt, params, center, x, y, *, radius, epochs, batch_size, seed, stops, clip_grad_norm) -> dict:
+    """The projected mini-batch passes; ``stops``: (name, test) pairs checked
+    after every step, the first that holds ends the ascent."""
     gen = torch.Generator().manual_seed(seed)
     info = {"steps": 0, "sgd_steps": 0, "stopped_early": False, "max_distance": 0.0,
-            "max_distance_unprojected": 0.0}
+            "max_distance_unprojected": 0.0, "stopped_by_distance": False}
     for _ in range(epochs):
         perm = torch.randperm(x.shape[0], generator=gen)
         for start in range(0, x.shape[0], batch_size):
             idx = perm[start : start + batch_size].to(x.device)
-            unprojected, projected = _projected_ascent_step(model, opt, params, center, radius, x[idx], y[idx])
+            unprojected, projected = _projected_ascent_step(model, opt, params, center, radius, x[idx], y[idx],
+                                                            clip_grad_norm)
             info["max_distance_unprojected"] = max(info["max_distance_unprojected"], unprojected)
             info["max_distance"] = max(info["max_distance"], projected)
             info["steps"] += int(idx.numel())
             info["sgd_steps"] += 1
-            if stop is not None and _loss_acc(model, stop[1], stop[2])[1] < stop[0]:
+            fired = next((name for name, test in stops if test()), None)
+            if fired is not None:
                 info["stopped_early"] = True
+                info["stopped_by_distance"] = fired == "distance"
                 return info
     return info
 
@@ -229,11 +264,25 @@ def _ascend(model, opt, params, center, x, y, *, radius, epochs, batch_size, see
 
 
 class PGAParams(MethodParams):
-    radius_fraction: float = Field(1 / 3, gt=0, description="delta = this x ||random model - reference|| (Halimi et al.)")
+    radius_fraction: float = Field(1 / 3, gt=0, description="the ball's radius from d = ||random model - reference||: "
+                                   "delta**2 = this x d**2 (radius_rule squared) or delta = this x d (norm)")
+    radius_rule: Literal["squared", "norm"] = Field(
+        "squared", description="squared: the authors' notebook (squared distances, delta = sqrt(fraction) x d); "
+                               "norm: our earlier rule (delta = fraction x d)")
     lr: float = Field(0.01, gt=0, description="gradient-ascent step size")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum of the ascent (authors' notebook: 0.9)")
+    clip_grad_norm: float = Field(5.0, ge=0, description="clip the ascent gradient's L2 norm to this; 0 = off "
+                                                         "(authors' notebook: 5)")
     epochs: int = Field(5, ge=1, description="maximum passes over the client's data")
     batch_size: int = Field(32, ge=1, description="mini-batch size of the client's gradient ascent")
-    min_accuracy: float = Field(0.2, ge=0, le=1, description="early stop when accuracy on the client's validation part falls below")
+    distance_stop: float | None = Field(
+        2.5, gt=0, description="stop once the squared distance to the client's own last model exceeds this "
+                               "(authors' notebook: 2.5; its scale depends on the model); none = off")
+    min_accuracy: float | None = Field(
+        None, ge=0, le=1, description="stop once accuracy on the client's validation part falls below this; "
+                                      "with accuracy_stop = relative, a fraction of the reference model's accuracy")
+    accuracy_stop: Literal["relative", "absolute"] = Field(
+        "relative", description="relative: min_accuracy x the reference's validation accuracy; absolute: min_accuracy")
 
 
 def _op_ascent(model: nn.Module, data: ClientData, arrays: dict, config: dict[str, Any]) -> ClientReply:
@@ -245,17 +294,33 @@ def _op_ascent(model: nn.Module, data: ClientData, arrays: dict, config: dict[st
     flat = torch.nn.utils.parameters_to_vector
     with torch.no_grad():
         dist = float(torch.linalg.vector_norm(flat(rand.parameters()) - flat(model.parameters())))
-    radius = float(config["radius_fraction"]) * dist
-    x_val, y_val = (data.x_validation, data.y_validation) if len(data.y_validation) else (None, None)
+    fraction = float(config["radius_fraction"])
+    radius = (fraction ** 0.5 if config["radius_rule"] == "squared" else fraction) * dist
+    x_val, y_val = (data.x_validation, data.y_validation) if len(data.y_validation) else (data.x_forget, data.y_forget)
+    min_accuracy = config.get("min_accuracy")
+    if min_accuracy is not None and config["accuracy_stop"] == "relative":
+        min_accuracy = float(min_accuracy) * _loss_acc(model, x_val, y_val)[1]  # the reference's accuracy
+    own = {k: torch.as_tensor(v) for k, v in arrays.items()} or None  # its own last model, when the server has it
     model, info = projected_gradient_ascent(
         model, data.x_forget, data.y_forget, reference, radius=radius, lr=float(config["lr"]),
         epochs=int(config["epochs"]), batch_size=int(config["batch_size"]), seed=int(config["seed"]),
-        min_accuracy=float(config["min_accuracy"]), x_val=x_val, y_val=y_val,
+        min_accuracy=None if min_accuracy is None else float(min_accuracy), x_val=x_val, y_val=y_val,
+        momentum=float(config["momentum"]), clip_grad_norm=float(config["clip_grad_norm"]),
+        away_from=own, distance_stop=config.get("distance_stop"),
     )
     arrays_out = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     metrics = {k: float(v) for k, v in info.items() if isinstance(v, (int, float, bool))}
-    metrics["radius"] = radius
+    metrics.update(radius=radius, ball_binds=float(info["max_distance_unprojected"] > radius),
+                   distance_stop_used=float(own is not None and config.get("distance_stop") is not None))
     return ClientReply(arrays_out, metrics)
+
+
+def _own_model(state: dict[str, Tensor] | None, model: nn.Module) -> dict | None:
+    """The withdrawing client's stored last model as arrays (its parameters),
+    for the distance stop; None when it did not train in the last round."""
+    if state is None:
+        return None
+    return {k: state[k].detach().cpu().numpy() for k, _ in model.named_parameters()}
 
 
 def _fresh_like(model: nn.Module, seed: int) -> nn.Module:
@@ -308,11 +373,16 @@ class PGA(UnlearningMethod):
             model.load_state_dict(ref)
         # else: no stored round (event at round 1 or none of the others trained):
         # fall back to the current global model as the reference.
-        cfg = {
-            "radius_fraction": p.radius_fraction, "lr": p.lr, "epochs": p.epochs, "batch_size": p.batch_size,
-            "min_accuracy": p.min_accuracy, "seed": fed.seed("pga"),
-        }
-        results = {c: fed.ask_client(c, "pga.ascent", model, None, cfg) for c in fed.withdrawing}
+        cfg = {k: v for k, v in p.model_dump().items() if v is not None} | {"seed": fed.seed("pga")}
+        own = {c: _own_model((last[0].client_states if last else {}).get(c), model) for c in fed.withdrawing}
+        # The server keeps the client's own last model too (the distance stop needs it).
+        storage += sum(a.nbytes for arrays in own.values() if arrays for a in arrays.values())
+        results = {c: fed.ask_client(c, "pga.ascent", model, own[c], cfg) for c in fed.withdrawing}
+        if not any(r.metrics["ball_binds"] for r in results.values()):
+            fed.warn(f"pga at round {fed.round}: the L2 ball never bound (largest distance "
+                     f"{max(r.metrics['max_distance_unprojected'] for r in results.values()):.3g} inside radius "
+                     f"{min(r.metrics['radius'] for r in results.values()):.3g}): the step size, the passes and the "
+                     "stops decided the result, not the projection")
         # Several withdrawing clients: average their unlearned models.
         states = [{k: torch.as_tensor(v) for k, v in r.arrays.items()} for r in results.values()]
         model.load_state_dict({k: sum(s[k] for s in states) / len(states) for k in states[0]})
