@@ -209,7 +209,7 @@ def test_learned_generator_starts_as_identity():
 # ------------------------------------------------------------------------ the one loop
 
 
-def test_stop_rule_is_relative_to_chance_and_rollback_keeps_the_best_state():
+def test_stop_rule_is_two_sided_around_chance_and_rollback_keeps_the_closest_state():
     clients, server, shape = _clients("mlp")
     model = _memorising_model("mlp", clients, shape)
     fed = LocalFederation(lambda: build_model("mlp", shape, 4, [64], seed=0), clients, [0], 4, server_validation=server)
@@ -217,10 +217,79 @@ def test_stop_rule_is_relative_to_chance_and_rollback_keeps_the_best_state():
     method.unlearn(copy.deepcopy(model), fed)
     log = fed.logs[-1]
     n_f, n_v = len(clients[0].y_train), len(clients[0].y_validation)
-    assert log["target_auc"] == pytest.approx(0.5 + np.sqrt((n_f + n_v + 1) / (12 * n_f * n_v)))
-    assert log["self_check_auc"][0] > log["target_auc"]
+    se = np.sqrt((n_f + n_v + 1) / (12 * n_f * n_v))
+    assert log["target_band"] == pytest.approx([0.5 - se, 0.5 + se])
+    assert log["self_check_auc"][0] > log["target_band"][1]
+    z_stop = log["z_stop"]
     if log["stop"] == "target":
-        assert log["self_check_auc"][-1] <= log["target_auc"]
+        assert abs(log["self_check_auc"][-1] - 0.5) <= se and log["client_z"][-1] <= z_stop
+    # whatever stopped it, the state kept is the one closest to chance among those seen
+    dist = [max(abs(a - 0.5) / se, abs(z) / z_stop) for a, z in zip(log["self_check_auc"], log["client_z"])]
+    if log["stop"] != "target":
+        assert log["best_step"] == int(np.argmin(dist))
+
+
+def test_an_overshooting_step_is_not_kept():
+    """Two-sided: a step that throws the client below chance beyond its noise
+    ends the loop at once (the one-sided rule took it as success), and the
+    model kept is the state closest to chance."""
+    clients, server, shape = _clients("mlp")
+    model = _memorising_model("mlp", clients, shape)
+    fed = LocalFederation(lambda: build_model("mlp", shape, 4, [64], seed=0), clients, [0], 4, server_validation=server)
+    get_method("forsaken", {"generator": "identity", "steps": 6, "step_size": 3.0, "mask_fraction": 1.0,
+                            "max_accuracy_drop": 1.0}).unlearn(copy.deepcopy(model), fed)
+    log = fed.logs[-1]
+    assert log["stop"] == "overshoot", log
+    last = log["self_check_auc"][-1]
+    assert last < log["target_band"][0] or log["client_z"][-1] < -log["z_stop"]
+    se = (log["target_band"][1] - log["target_band"][0]) / 2
+    dist = [max(abs(a - 0.5) / se, abs(z) / log["z_stop"]) for a, z in zip(log["self_check_auc"], log["client_z"])]
+    assert log["best_step"] == int(np.argmin(dist))  # the state kept is the closest to chance, from either side
+
+
+def test_client_level_z_sees_what_a_few_validation_samples_cannot():
+    """A client with a 2-sample validation part: the per-sample self-check's
+    band around chance is so wide that it stops before any step, while the
+    client-level check against the server's validation set still sees the
+    memorised client, so Forsaken keeps stepping (no silent zero-step exit)."""
+    clients, _, shape = _clients("mlp")
+    model = _memorising_model("mlp", clients, shape)
+    c0 = clients[0]
+    clients[0] = ClientData(0, c0.x_train, c0.y_train, c0.x_validation[:2], c0.y_validation[:2], 4)
+    # the server's validation set: never-trained samples of the same distribution, many of them
+    server = (torch.cat([clients[c].x_validation for c in (1, 2, 3)]),
+              torch.cat([clients[c].y_validation for c in (1, 2, 3)]))
+    runs = {}
+    for check in (False, True):
+        fed = LocalFederation(lambda: build_model("mlp", shape, 4, [64], seed=0), clients, [0], 4,
+                              server_validation=server)
+        # target_se 3: with 2 validation samples the AUC band around chance is wider than [0, 1]
+        get_method("forsaken", {"generator": "identity", "steps": 4, "client_check": check, "target_se": 3.0,
+                                "max_accuracy_drop": 1.0}).unlearn(copy.deepcopy(model), fed)
+        runs[check] = fed.logs[-1]
+    assert runs[False]["stop"] == "target" and runs[False]["steps"] == 0
+    assert runs[True]["client_z"][0] > runs[True]["z_stop"] and runs[True]["steps"] > 0
+
+
+def test_client_level_z_is_null_for_a_client_the_model_never_saw():
+    from fedforget.unlearning.forsaken.objective import class_statistics, client_level_z
+
+    g = torch.Generator().manual_seed(0)
+    zs = []
+    for _ in range(200):
+        y_ref, y_f = torch.randint(0, 3, (300,), generator=g), torch.randint(0, 3, (40,), generator=g)
+        ref = class_statistics(torch.randn(300, generator=g) + y_ref, y_ref, 3)
+        zs.append(client_level_z(torch.randn(40, generator=g) + y_f, y_f, ref))
+    zs = np.array(zs)
+    assert abs(zs.mean()) < 0.25 and 0.8 < zs.std() < 1.2  # about N(0, 1) under the null
+    assert np.mean(zs > 1.645) < 0.09
+    y_f = torch.randint(0, 3, (40,), generator=g)
+    assert client_level_z(torch.randn(40, generator=g) + y_f + 1.0, y_f, ref) > 3  # members: higher phi
+
+
+def test_a_rejecting_guard_keeps_the_starting_state():
+    clients, server, shape = _clients("mlp")
+    model = _memorising_model("mlp", clients, shape)
     # a guard that rejects every step: the model returned is the best accepted
     # state, here the starting one, never the rejected step
     class Rejecting(LocalFederation):

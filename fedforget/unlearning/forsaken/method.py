@@ -32,7 +32,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from fedforget.training import weighted_mean_state
+from fedforget.training import weighted_mean, weighted_mean_state
 from fedforget.unlearning.base import (
     AskRequest,
     ClientData,
@@ -56,6 +56,8 @@ from fedforget.unlearning.forsaken.masks import (
     neuron_saliency,
 )
 from fedforget.unlearning.forsaken.objective import (
+    class_statistics,
+    client_level_z,
     forgetting_gradient,
     membership_auc,
     retention_gradient,
@@ -77,7 +79,12 @@ class ForsakenParams(MethodParams):
     lambda_r: float = Field(1.0, ge=0, description="weight of the retention direction beside the forgetting one")
     retain_clients: int = Field(2, ge=0, description="remaining clients asked for retention gradients each exchange (0: none)")
     retain_samples: int = Field(128, ge=1, description="samples per retention gradient")
-    target_se: float = Field(1.0, ge=0, description="stop when the self-check AUC is within this many null standard errors of 0.5")
+    target_se: float = Field(1.0, ge=0, description="stop when the self-check AUC is within this many null standard errors of 0.5 (either side)")
+    client_check: bool = Field(True, description="also compare the forget data's mean confidence, class by class, with "
+                                                 "the server's validation set (statistics only travel): keep stepping "
+                                                 "while this client-level z shows the client (false: the ablation)")
+    z_stop: float = Field(1.645, gt=0, description="client-level z beyond which the client still shows (above) or is "
+                                                   "over-forgotten (below)")
     max_accuracy_drop: float = Field(0.05, ge=0, description="reject a step (and stop) when server-validation accuracy drops more (never less than 2 of its standard errors)")
     meta_tasks: int = Field(2, ge=1, description="learned: proxy forget tasks built from the server's validation set")
     meta_iterations: int = Field(20, ge=1, description="learned: meta-training iterations (unrolled loops)")
@@ -117,7 +124,10 @@ def _op_gradient(model: nn.Module, data: ClientData, arrays: dict, config: dict[
         out = _send(grads, mask)
     auc, se = membership_auc(phi_f, phi_val)
     n = float(len(data.y_forget))
-    return ClientReply(out, {"auc": auc, "auc_se": se, "n": n, "steps": n + len(y_ref)})
+    z = float("nan")
+    if "reference/mean" in arrays:  # the server's validation statistics: the client-level check
+        z = client_level_z(phi_f, data.y_forget, {k: arrays[f"reference/{k}"] for k in ("mean", "var", "n")})
+    return ClientReply(out, {"auc": auc, "auc_se": se, "z": z, "n": n, "steps": n + len(y_ref)})
 
 
 def _op_retain(model: nn.Module, data: ClientData, arrays: dict, config: dict[str, Any]) -> ClientReply:
@@ -149,6 +159,7 @@ class _Exchange:
     auc_se: float
     g_forget: dict[str, Tensor]
     g_retain: dict[str, Tensor] | None
+    z: float = float("nan")  # client-level z against the server's validation set (NaN: not asked)
 
 
 @register_method
@@ -186,7 +197,9 @@ class Forsaken(UnlearningMethod):
     def _exchange(self, fed: Federation, model: nn.Module, mask: NeuronMask | None, k: int, check_only: bool = False) -> _Exchange:
         p = self.params
         arrays = mask.as_arrays() if mask is not None else None
-        requests = [AskRequest(c, "forsaken.gradient", arrays, {"check_only": check_only}) for c in fed.withdrawing]
+        mine_arrays = {**(arrays or {}), **self._reference_statistics(fed, model)} or None
+        requests = [AskRequest(c, "forsaken.gradient", mine_arrays, {"check_only": check_only})
+                    for c in fed.withdrawing]
         if not check_only and p.retain_clients and p.lambda_r > 0 and fed.remaining:
             rng = np.random.default_rng(fed.seed("retain", k))
             chosen = sorted(rng.choice(fed.remaining, size=min(p.retain_clients, len(fed.remaining)), replace=False).tolist())
@@ -195,9 +208,22 @@ class Forsaken(UnlearningMethod):
         replies = fed.ask_batch(requests, model)
         mine, retain = replies[: len(fed.withdrawing)], replies[len(fed.withdrawing):]
         total = sum(r.metrics["n"] for r in mine)
-        auc = sum(r.metrics["auc"] * r.metrics["n"] for r in mine) / total
+        auc = weighted_mean([r.metrics["auc"] for r in mine], [r.metrics["n"] for r in mine])
         se = float(np.sqrt(sum((r.metrics["auc_se"] * r.metrics["n"] / total) ** 2 for r in mine)))
-        return _Exchange(auc, se, {} if check_only else _mean(mine), _mean(retain) if retain else None)
+        # Stouffer's combination, weighted by sqrt(n): one z over every withdrawing client.
+        z = sum(r.metrics["z"] * np.sqrt(r.metrics["n"]) for r in mine) / np.sqrt(total)
+        return _Exchange(auc, se, {} if check_only else _mean(mine), _mean(retain) if retain else None, float(z))
+
+    def _reference_statistics(self, fed: Federation, model: nn.Module) -> dict[str, np.ndarray]:
+        """Per-class confidence statistics of the current model on the server's
+        validation set, for the client-level check (empty when it is off or the
+        server has no validation set)."""
+        data = fed.server_validation_data()
+        if not self.params.client_check or data is None:
+            return {}
+        with torch.no_grad():
+            phi = validation_confidence(model, *data)
+        return {f"reference/{k}": v for k, v in class_statistics(phi, data[1], fed.num_classes).items()}
 
     def _generator(self, model: nn.Module, fed: Federation):
         p = self.params
@@ -224,17 +250,17 @@ class Forsaken(UnlearningMethod):
         layers = neuron_layers(model)
         mask = NeuronMask.select(neuron_saliency(params, first.g_forget, layers), p.mask_fraction)
         names = mask.parameter_names(model)
-        target = 0.5 + p.target_se * first.auc_se
+        band = p.target_se * first.auc_se  # chance, measured on the client's own sizes
         gen = None  # built at the first step: no meta-training when nothing is left to forget
         ex = _Exchange(first.auc, first.auc_se, mask.gather(first.g_forget),
-                       mask.gather(first.g_retain) if first.g_retain else None)
+                       mask.gather(first.g_retain) if first.g_retain else None, first.z)
         theta0 = _flat(mask.gather({n: params[n].detach() for n in names}), names)
         radius = p.step_size * float(theta0.norm())
-        best = (ex.auc, 0, {k: v.detach().clone() for k, v in model.state_dict().items()})
-        aucs, stop = [ex.auc], "budget"
+        best = (self._distance(ex, band), 0, {k: v.detach().clone() for k, v in model.state_dict().items()})
+        aucs, zs, stop = [ex.auc], [ex.z], "budget"
         for k in range(p.steps):
-            if ex.auc <= target:
-                stop = "target"
+            if (reached := self._reached(ex, band)) is not None:
+                stop = reached
                 break
             if gen is None:
                 gen = self._generator(model, fed)
@@ -249,16 +275,37 @@ class Forsaken(UnlearningMethod):
                 break
             ex = self._exchange(fed, model, mask, k + 1, check_only=(k == p.steps - 1))
             aucs.append(ex.auc)
-            if ex.auc < best[0]:
-                best = (ex.auc, k + 1, {kk: v.detach().clone() for kk, v in model.state_dict().items()})
+            zs.append(ex.z)
+            if self._distance(ex, band) < best[0]:
+                best = (self._distance(ex, band), k + 1, {kk: v.detach().clone() for kk, v in model.state_dict().items()})
+        else:
+            stop = self._reached(ex, band) or "budget"
         if stop == "target":
-            best = (ex.auc, len(aucs) - 1, model.state_dict())
-        model.load_state_dict(best[2])
+            best = (self._distance(ex, band), len(aucs) - 1, model.state_dict())
+        model.load_state_dict(best[2])  # at an overshoot or the budget: the state closest to chance
         fed.log(method=self.name, generator=p.generator, stop=stop, steps=len(aucs) - 1, best_step=best[1],
-                self_check_auc=aucs, target_auc=target, mask_fraction=mask.changed_fraction(model),
-                neurons={k: len(v) for k, v in mask.rows.items()})
+                self_check_auc=aucs, client_z=zs, target_band=[0.5 - band, 0.5 + band], z_stop=p.z_stop,
+                mask_fraction=mask.changed_fraction(model), neurons={k: len(v) for k, v in mask.rows.items()})
         self.mask_fraction_ = mask.changed_fraction(model)
         return model, fed.cost()
+
+    def _reached(self, ex: _Exchange, band: float) -> str | None:
+        """``"target"``: the self-check AUC is inside the band around chance and
+        the client-level z (when asked) no longer shows the client; ``"overshoot"``:
+        either fell below chance beyond its noise (over-forgetting: the step is
+        not kept unless it is the closest to chance); None: keep stepping."""
+        z_known = np.isfinite(ex.z)
+        if ex.auc < 0.5 - band or (z_known and ex.z < -self.params.z_stop):
+            return "overshoot"
+        if abs(ex.auc - 0.5) <= band and not (z_known and ex.z > self.params.z_stop):
+            return "target"
+        return None
+
+    def _distance(self, ex: _Exchange, band: float) -> float:
+        """How far a state is from chance, in units of each check's threshold:
+        the larger of |AUC - 0.5| / band and |z| / z_stop."""
+        auc_part = abs(ex.auc - 0.5) / max(band, 1e-12)
+        return max(auc_part, abs(ex.z) / self.params.z_stop) if np.isfinite(ex.z) else auc_part
 
     def step_metrics(self) -> dict[str, float]:
         """``mask_fraction``: share of the model's parameters the mask let change."""

@@ -105,3 +105,40 @@ def membership_auc(phi_forget: Tensor, phi_validation: Tensor) -> tuple[float, f
     s = torch.cat([phi_forget, phi_validation]).cpu().numpy()
     auc = float(roc_auc_score(np.r_[np.ones(n), np.zeros(m)], s))
     return auc, float(np.sqrt((n + m + 1) / (12 * n * m)))
+
+
+def class_statistics(phi: Tensor, y: Tensor, num_classes: int) -> dict[str, np.ndarray]:
+    """Per class: the mean and variance of ``phi`` and the count (the server's
+    reference for :func:`client_level_z`; statistics only travel)."""
+    phi, y = phi.detach().double().cpu().numpy(), y.cpu().numpy()
+    n = np.bincount(y, minlength=num_classes).astype(np.float64)
+    mean = np.bincount(y, weights=phi, minlength=num_classes) / np.maximum(n, 1)
+    sq = np.bincount(y, weights=phi ** 2, minlength=num_classes) / np.maximum(n, 1)
+    var = np.maximum(sq - mean ** 2, 0.0) * n / np.maximum(n - 1, 1)  # unbiased
+    return {"mean": mean, "var": var, "n": n}
+
+
+def client_level_z(phi_forget: Tensor, y_forget: Tensor, reference: dict[str, np.ndarray]) -> float:
+    """How far the forget data's mean ``phi`` sits above the reference's, class
+    by class: ``D = sum_c (k_c / k) (mean_c(forget) - mean_c(reference))`` over
+    the classes both have (at least two reference samples), divided by its
+    standard error ``sqrt(sum_c (k_c / k)^2 (s_c^2 / k_c + r_c^2 / n_c))``.
+
+    One statistic over all of the client's samples against a reference much
+    larger than its own validation part: where the per-sample AUC against a
+    few validation samples sees chance, a membership the whole client still
+    carries shows here (a member's ``phi`` is higher). NaN when no class is shared.
+    """
+    phi, y = phi_forget.detach().double().cpu().numpy(), y_forget.cpu().numpy()
+    classes = [c for c in np.unique(y) if c < len(reference["n"]) and reference["n"][c] >= 2]
+    k = sum(int((y == c).sum()) for c in classes)
+    if not classes or k == 0:
+        return float("nan")
+    d, var = 0.0, 0.0
+    for c in classes:
+        mine = phi[y == c]
+        w = len(mine) / k
+        d += w * (mine.mean() - reference["mean"][c])
+        s2 = mine.var(ddof=1) if len(mine) > 1 else reference["var"][c]
+        var += w ** 2 * (s2 / len(mine) + reference["var"][c] / reference["n"][c])
+    return float(d / np.sqrt(var)) if var > 0 else float("nan")
