@@ -182,7 +182,7 @@ LISTINGS = {
     "models": ("models", "list models (model.name)", "Models (model.name; widths in model.hidden):", ""),
     "datasets": ("datasets", "list embedded datasets (data.dataset) and their options",
                  "Datasets (data.dataset; options in the [data.<dataset>] table):",
-                 "hf:<hub id>: a Hugging Face Hub image dataset (online), or hf:<a local dataset directory>"),
+                 "file:PATH: local .npz, .parquet, .csv or an image folder (offline); hf:<hub id>: a Hugging Face Hub image dataset (online)"),
     "partitioners": ("partitioners", "list partitioners (data.partitioner)",
                      "Partitioners (data.partitioner; alpha, classes_per_client, shards_per_client in [data]):", ""),
     "engines": ("engines", "list engines (runtime.engine)", "Engines (runtime.engine, --engine):", ""),
@@ -221,9 +221,18 @@ def _print_listing(command: str) -> None:
         print(footer)
 
 
+def _plugin_errors(*regs) -> int:
+    """Installed plugins of these registries that cannot be used, one
+    ``error:`` line each on stderr: exit status 2 when there is any."""
+    errors = [err for reg in regs for err in reg.plugin_errors()]
+    for err in errors:
+        print(f"error: {err}", file=sys.stderr)
+    return EXIT_CONFIG if errors else 0
+
+
 def _cmd_listing(args: argparse.Namespace) -> int:
     _print_listing(args.command)
-    return 0
+    return _plugin_errors(getattr(registry, LISTINGS[args.command][0]))
 
 
 def _add_model_shape_options(parser: argparse.ArgumentParser) -> None:
@@ -265,7 +274,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
         print(f"  {_model_size(name, shape, args.classes, hidden)}")
     if footer:
         print(footer)
-    return 0
+    return _plugin_errors(registry.models)
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:
@@ -283,7 +292,7 @@ def _cmd_methods(args: argparse.Namespace) -> int:
         _print_params(cls.Params)
     print()
     _print_listing("attacks")
-    return 0
+    return _plugin_errors(registry.methods, registry.attacks)
 
 
 EXAMPLES = """examples:

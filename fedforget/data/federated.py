@@ -234,7 +234,7 @@ def build_federated_data(
     """
     if raw is None:
         # A dataset's options are the [data] table of its name ([data.synthetic]).
-        raw = load_raw(data_cfg["dataset"], seed, data_cfg.get(data_cfg["dataset"]))
+        raw = load_raw(data_cfg["dataset"], seed, data_cfg.get(data_cfg["dataset"]), label=data_cfg.get("label", "label"))
     pool, test_ids = _split_test(raw, data_cfg["test_fraction"], seed)
     n_clients = data_cfg["num_clients"]
     if len(pool) < 2 * n_clients:

@@ -11,8 +11,10 @@ The defaults follow the authors' released notebook where the paper is silent:
 SGD ascent with momentum 0.9 and gradient-norm clipping at 5 on mean cross-entropy,
 starting at the reference model; a radius from squared distances (``delta**2 =
 radius_fraction * d**2``, ``d`` the distance from a random model to the reference);
-and a stop once the squared distance to the withdrawing client's own last model
-exceeds ``distance_stop``. Our earlier scheme (plain SGD, ``delta = d / 3`` on the
+and, as an option (``distance_stop``), the notebook's stop once the squared
+distance to the withdrawing client's own last model exceeds an absolute bound.
+The default stop is the paper's early stop on validation accuracy, read relative
+to the reference model's accuracy. Our earlier scheme (plain SGD, ``delta = d / 3`` on the
 plain norm, an absolute accuracy floor) stays available through the parameters.
 
 Our choices where the paper is silent:
@@ -276,10 +278,10 @@ class PGAParams(MethodParams):
     epochs: int = Field(5, ge=1, description="maximum passes over the client's data")
     batch_size: int = Field(32, ge=1, description="mini-batch size of the client's gradient ascent")
     distance_stop: float | None = Field(
-        2.5, gt=0, description="stop once the squared distance to the client's own last model exceeds this "
+        None, gt=0, description="stop once the squared distance to the client's own last model exceeds this "
                                "(authors' notebook: 2.5; its scale depends on the model); none = off")
     min_accuracy: float | None = Field(
-        None, ge=0, le=1, description="stop once accuracy on the client's validation part falls below this; "
+        0.5, ge=0, le=1, description="stop once accuracy on the client's validation part falls below this; "
                                       "with accuracy_stop = relative, a fraction of the reference model's accuracy")
     accuracy_stop: Literal["relative", "absolute"] = Field(
         "relative", description="relative: min_accuracy x the reference's validation accuracy; absolute: min_accuracy")
@@ -350,6 +352,8 @@ class PGA(UnlearningMethod):
 
     name = "pga"
     Params = PGAParams
+    search_space = {"lr": [0.003, 0.01, 0.03], "epochs": [1, 2, 5], "radius_fraction": [1 / 9, 1 / 3],
+                    "radius_rule": ["squared", "norm"], "distance_stop": [2.5, None]}
     summary = "Projected gradient ascent by the withdrawing client in an L2 ball around the reference model."
     needs = "server: the other clients' models of the last round; withdrawing client: local gradient ascent on its data"
     client_ops = {"ascent": _op_ascent}
