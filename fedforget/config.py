@@ -9,6 +9,7 @@ typed by the schema.
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 import warnings
 from pathlib import Path
@@ -60,7 +61,11 @@ class SyntheticConfig(_Section):
 
 
 class DataConfig(_Section):
-    dataset: str = Field("digits", description="an embedded dataset (digits, mnist5k, synthetic) or hf:<hub id> (online)")
+    dataset: str = Field(
+        "digits", description="an embedded dataset (digits, mnist5k, synthetic), file:PATH (local .npz, .parquet, "
+                              ".csv or image folder) or hf:<hub id> (online)"
+    )
+    label: str = Field("label", min_length=1, description="the label column of a file:PATH table (.parquet, .csv)")
     partitioner: str = Field("iid", description="how clients get their data: iid, dirichlet, pathological, shard")
     alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (dirichlet): smaller is more label skew")
     classes_per_client: int = Field(2, ge=1, description="labels per client (pathological)")
@@ -84,13 +89,21 @@ class DataConfig(_Section):
     @field_validator("dataset")
     @classmethod
     def _registered_dataset(cls, name: str) -> str:
-        # hf:<hub id> is a prefix, not a registered name: any Hub dataset loads.
+        # hf:<hub id> and file:PATH are prefixes, not registered names: any Hub
+        # dataset or local file loads (fedforget.data checks it before a run).
         if name.startswith("hf:") and len(name) > 3:
             return name
+        if name.startswith("file:"):
+            if not name[5:].strip():
+                raise ValueError("file: needs a path: file:PATH (.npz, .parquet, .csv or an image folder)")
+            # Absolute from here on: every process (Ray actors, a resumed run)
+            # reads the file the user meant, whatever its working directory.
+            return "file:" + os.path.abspath(os.path.expanduser(name[5:]))
         try:
             return _check_registered(registry.datasets, name)
         except registry.UnknownNameError as err:
-            raise ValueError(f"{err} or hf:<hub id>") from None
+            raise ValueError(f"{err} or hf:<hub id>; for local data: file:PATH (.npz, .parquet, .csv "
+                             "or an image folder)") from None
 
 
 class ModelConfig(_Section):

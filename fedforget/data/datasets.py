@@ -1,4 +1,5 @@
-"""Datasets as in-memory arrays: embedded (offline) and Hugging Face Hub (online).
+"""Datasets as in-memory arrays: embedded (offline), local files (``file:PATH``,
+offline) and Hugging Face Hub (``hf:<hub id>``, online).
 
 Every loader returns a :class:`RawDataset`: float32 features with a channel axis
 for images, int64 labels, and the dataset's own train/test split when it has one.
@@ -7,8 +8,9 @@ dataset and join per-sample results across arms, rounds and seeds.
 
 Embedded loaders are registered by name in :data:`fedforget.registry.datasets`
 and called as ``loader(seed=..., **options)``, ``options`` being the scenario's
-table of the same name (``[data.synthetic]``); ``hf:<hub id>`` is a prefix
-handled by :func:`load_hf`, not a registered name.
+table of the same name (``[data.synthetic]``); ``hf:<hub id>`` and
+``file:PATH`` are prefixes handled by :func:`load_hf` and
+:func:`fedforget.data.files.load_file`, not registered names.
 """
 
 from __future__ import annotations
@@ -20,11 +22,17 @@ from pathlib import Path
 import numpy as np
 
 from fedforget import registry
-from fedforget.config import SyntheticConfig
+from fedforget.config import ConfigError, SyntheticConfig
 
 
 class DataUnavailableError(RuntimeError):
     """A dataset could not be loaded (e.g. the Hub cannot be reached offline)."""
+
+
+class LocalPathForHubError(DataUnavailableError, ConfigError):
+    """``hf:`` given a local path: a scenario mistake (``file:`` is for local
+    data), so also a :class:`~fedforget.config.ConfigError`: the command line
+    refuses it with exit status 2 before anything is written."""
 
 
 @dataclass(frozen=True)
@@ -158,14 +166,19 @@ def load_hf(hub_id: str, seed: int) -> RawDataset:
 
     The splits are loaded whole (``FederatedDataset.load_split``) and partitioned
     by fedforget itself, so embedded and Hub data go through the same partitioning
-    and id bookkeeping.
+    and id bookkeeping. A path that exists locally is refused
+    (:class:`LocalPathForHubError`): local data is ``file:PATH``.
     """
+    if Path(hub_id).expanduser().exists():
+        # Local data has its own prefix and loader (fedforget.data.files); this
+        # message must not blame the network for a path.
+        raise LocalPathForHubError(
+            f"the local dataset at {hub_id}: hf: takes an online dataset id; for local data use "
+            f"data.dataset = \"file:{hub_id}\" (.npz, .parquet, .csv or a folder of class folders)")
     from flwr_datasets import FederatedDataset
     from flwr_datasets.partitioner import IidPartitioner
 
-    local = Path(hub_id).expanduser().exists()
-    if not local:
-        _check_hub_reachable(hub_id)
+    _check_hub_reachable(hub_id)
     try:
         fds = FederatedDataset(
             dataset=hub_id, partitioners={"train": IidPartitioner(1)}, seed=seed
@@ -176,15 +189,15 @@ def load_hf(hub_id: str, seed: int) -> RawDataset:
         except (KeyError, ValueError):
             pass  # no test split on the Hub: fedforget splits one off (data.test_fraction)
     except Exception as err:  # the Hub stack raises many types when offline
-        raise DataUnavailableError(f"could not load {_where(hub_id, local)} ({type(err).__name__}: {err})") from err
+        raise DataUnavailableError(f"could not load {_where(hub_id)} ({type(err).__name__}: {err})") from err
     try:
         return arrays_from_hf(splits)
     except DataUnavailableError as err:
-        raise DataUnavailableError(f"{_where(hub_id, local)}: {err}") from None
+        raise DataUnavailableError(f"{_where(hub_id)}: {err}") from None
 
 
-def _where(hub_id: str, local: bool) -> str:
-    return f"the local dataset at {hub_id}" if local else f"dataset 'hf:{hub_id}' from the Hugging Face Hub"
+def _where(hub_id: str) -> str:
+    return f"dataset 'hf:{hub_id}' from the Hugging Face Hub"
 
 
 HUB_HOST = ("huggingface.co", 443)
@@ -199,18 +212,32 @@ def _check_hub_reachable(hub_id: str) -> None:
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         raise DataUnavailableError(
             f"dataset 'hf:{hub_id}' needs the Hugging Face Hub, but HF_HUB_OFFLINE is set; offline, use "
-            "'digits', 'mnist5k' or 'synthetic', or hf:<a local dataset directory>.")
+            "'digits', 'mnist5k' or 'synthetic', or file:PATH for local data.")
     try:
         socket.create_connection(HUB_HOST, timeout=HUB_PROBE_TIMEOUT_S).close()
     except OSError as err:
         raise DataUnavailableError(
             f"dataset 'hf:{hub_id}' needs the Hugging Face Hub, which cannot be reached ({err}); offline, use "
-            "'digits', 'mnist5k' or 'synthetic', or hf:<a local dataset directory>.") from None
+            "'digits', 'mnist5k' or 'synthetic', or file:PATH for local data.") from None
 
 
-def load_raw(dataset: str, seed: int, options: dict | None = None) -> RawDataset:
-    """Load a dataset by scenario name: ``hf:<hub id>``, or a registered loader
-    called with ``options`` (the scenario's ``[data.<dataset>]`` table, if any)."""
+def load_raw(dataset: str, seed: int, options: dict | None = None, label: str = "label") -> RawDataset:
+    """Load a dataset by scenario name.
+
+    Parameters
+    ----------
+    dataset : str
+        ``hf:<hub id>``, ``file:PATH`` or a registered loader's name.
+    seed : int
+    options : dict, optional
+        A registered loader's options (the scenario's ``[data.<dataset>]`` table).
+    label : str
+        The label column of a ``file:`` table (``data.label``).
+    """
     if dataset.startswith("hf:"):
         return load_hf(dataset[3:], seed)
+    if dataset.startswith("file:"):
+        from fedforget.data.files import load_file  # it imports RawDataset from here
+
+        return load_file(dataset[5:], label=label)
     return registry.datasets.get(dataset)(seed=seed, **(options or {}))

@@ -23,6 +23,7 @@ refuses such data with exit status 2.
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,7 @@ def load_file(path: str, label: str = "label") -> RawDataset:
         return _dataset(x, labels, test_mask)
     except _Invalid as err:
         raise ConfigError(f"{PREFIX}{p}: {err}") from None
-    except (OSError, ValueError) as err:  # corrupt or unreadable files: the readers' own errors
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # corrupt files: the readers' own errors
         raise ConfigError(f"{PREFIX}{p}: could not read it ({type(err).__name__}: {err})") from None
 
 
@@ -94,17 +95,16 @@ def _dataset(x: np.ndarray, labels: np.ndarray, test_mask: np.ndarray | None) ->
     classes, y = np.unique(labels, return_inverse=True)
     train = np.unique(y if test_mask is None else y[~test_mask])
     if len(train) < 2:
-        only = f" ({classes[train[0]]!r})" if len(train) else ""
+        only = f" ({classes[train[0]].item()!r})" if len(train) else ""
         raise _Invalid(f"the training data has one class{only}; a classifier needs at least two")
     return RawDataset(x=x, y=y.astype(np.int64), num_classes=len(classes), test_mask=test_mask)
 
 
-def _listing(items, total: int | None = None) -> str:
+def _listing(items) -> str:
     """The first :data:`SHOWN` items, comma-separated, and how many there are."""
-    items = [str(i) for i in items]
-    total = len(items) if total is None else total
-    more = f", ... ({total} in all)" if total > SHOWN else ""
-    return ", ".join(items[:SHOWN]) + more
+    items = list(items)
+    more = f", ... ({len(items)} in all)" if len(items) > SHOWN else ""
+    return ", ".join(str(i) for i in items[:SHOWN]) + more
 
 
 # --- .npz ------------------------------------------------------------------
@@ -113,7 +113,10 @@ def _listing(items, total: int | None = None) -> str:
 def _read_npz(p: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """``x``, ``y`` and, when present, ``x_test``/``y_test`` appended as the test split."""
     # allow_pickle=False: an .npz must not run code when loaded.
-    with np.load(p, allow_pickle=False) as f:
+    loaded = np.load(p, allow_pickle=False)
+    if not hasattr(loaded, "files"):  # np.save's single array under an .npz name
+        raise _Invalid("it holds one array, not named arrays; save it as np.savez(PATH, x=..., y=...)")
+    with loaded as f:
         arrays = {k: f[k] for k in f.files}
     missing = [k for k in ("x", "y") if k not in arrays]
     if ("x_test" in arrays) != ("y_test" in arrays):
@@ -127,6 +130,8 @@ def _read_npz(p: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     xt, yt = _features(arrays["x_test"], "x_test"), _labels(arrays["y_test"], "y_test", len(arrays["x_test"]))
     if xt.shape[1:] != x.shape[1:]:
         raise _Invalid(f"x_test's samples have shape {xt.shape[1:]}, x's {x.shape[1:]}; they must match")
+    if (y.dtype.kind in "US") != (yt.dtype.kind in "US"):
+        raise _Invalid(f"y holds {y.dtype} labels, y_test {yt.dtype}; give both as numbers or both as text")
     return np.concatenate([x, xt]), np.concatenate([y, yt]), np.r_[np.zeros(len(x), bool), np.ones(len(xt), bool)]
 
 
@@ -137,14 +142,14 @@ def _features(x: np.ndarray, name: str) -> np.ndarray:
     if x.ndim == 2:
         out = x.astype(np.float32)
     elif x.ndim in (3, 4):
-        out = _channels_first(x, name).astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0)
+        out = _channels_first(x).astype(np.float32) / np.float32(255.0 if x.dtype == np.uint8 else 1.0)
     else:
         raise _Invalid(f"{name} has shape {x.shape}; expected (n, features), (n, h, w), (n, c, h, w) or (n, h, w, c)")
     _check_finite(out, name)
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def _channels_first(x: np.ndarray, name: str) -> np.ndarray:
+def _channels_first(x: np.ndarray) -> np.ndarray:
     """Images with a channel axis after the sample axis."""
     if x.ndim == 3:
         return x[:, None]
@@ -165,9 +170,9 @@ def _check_finite(x: np.ndarray, name: str, columns: list | None = None) -> None
     where = f"at samples {_listing(rows)} (0-based)"
     if columns is not None:
         cols = [columns[i] for i in np.flatnonzero(bad.any(axis=0))]
-        where += f", in columns {_listing(map(repr, cols), len(cols))}"
-    raise _Invalid(f"{name} has {n_nan} NaN and {int(bad.sum()) - n_nan} infinite values {where}; "
-                   "drop or fill them")
+        where += f", in columns {_listing(map(repr, cols))}"
+    raise _Invalid(f"{int(bad.sum())} non-finite values ({n_nan} NaN, {int(bad.sum()) - n_nan} infinite) "
+                   f"in {name} {where}; drop or fill them")
 
 
 def _labels(y: np.ndarray, name: str, n: int) -> np.ndarray:
@@ -185,10 +190,10 @@ def _whole_numbers(y: np.ndarray, name: str) -> np.ndarray:
     """Float labels as int64; NaN or fractions (a regression target?) are an error."""
     bad = np.flatnonzero(~np.isfinite(y))
     if len(bad):
-        raise _Invalid(f"{name} has {len(bad)} missing or infinite labels at samples {_listing(bad, len(bad))} (0-based)")
+        raise _Invalid(f"{name} has {len(bad)} missing or infinite labels at samples {_listing(bad)} (0-based)")
     frac = np.flatnonzero(y != np.round(y))
     if len(frac):
-        raise _Invalid(f"{name} holds fractional numbers (e.g. {y[frac[0]]!r} at sample {frac[0]}); "
+        raise _Invalid(f"{name} holds fractional numbers (e.g. {y[frac[0]].item()!r} at sample {frac[0]}); "
                        "labels must be classes: integers or text")
     return y.astype(np.int64)
 
@@ -203,7 +208,7 @@ def _read_table(p: Path, label: str) -> tuple[np.ndarray, np.ndarray, None]:
     df = pd.read_parquet(p) if p.suffix.lower() == ".parquet" else pd.read_csv(p)
     columns = [str(c) for c in df.columns]
     if label not in columns:
-        raise _Invalid(f"no label column {label!r}; columns found: {_listing(map(repr, columns), len(columns))} "
+        raise _Invalid(f"no label column {label!r}; columns found: {_listing(map(repr, columns))} "
                        "(data.label names the label column)")
     df.columns = columns
     features = df.drop(columns=[label])
@@ -212,10 +217,10 @@ def _read_table(p: Path, label: str) -> tuple[np.ndarray, np.ndarray, None]:
     text = [c for c in features.columns if not (pd.api.types.is_numeric_dtype(features[c])
                                                  or pd.api.types.is_bool_dtype(features[c]))]
     if text:
-        raise _Invalid(f"non-numeric feature columns: {_listing(map(repr, text), len(text))}; "
+        raise _Invalid(f"non-numeric feature columns: {_listing(map(repr, text))}; "
                        "encode them as numbers or drop them")
     x = features.to_numpy(dtype=np.float32, na_value=np.nan)
-    _check_finite(x, "the features", list(features.columns))
+    _check_finite(x, "the feature columns", list(features.columns))
     return x, _table_labels(df[label], label), None
 
 
@@ -226,9 +231,11 @@ def _table_labels(col, label: str) -> np.ndarray:
     missing = np.flatnonzero(col.isna().to_numpy())
     if len(missing):
         raise _Invalid(f"label column {label!r} has {len(missing)} missing values at rows "
-                       f"{_listing(missing, len(missing))} (0-based, header not counted)")
-    if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
-        return _labels(col.to_numpy(), f"label column {label!r}", len(col))
+                       f"{_listing(missing)} (0-based, header not counted)")
+    if pd.api.types.is_bool_dtype(col) or pd.api.types.is_integer_dtype(col):
+        return col.to_numpy(dtype=np.int64)
+    if pd.api.types.is_numeric_dtype(col):
+        return _labels(col.to_numpy(dtype=np.float64), f"label column {label!r}", len(col))
     # Text (or mixed) labels: compared as text, so they sort in one order.
     return col.astype(str).to_numpy(dtype=str)
 
@@ -272,33 +279,29 @@ def _rel(p: Path, root: Path) -> str:
 def _read_images(files: list[Path], root: Path) -> np.ndarray:
     """Images of one size as float32 ``(n, c, h, w)`` in [0, 1]: gray ("L")
     when every image has one channel, else RGB."""
-    from PIL import Image
-
     sizes: dict[tuple[int, int], Path] = {}
     gray = True
     for f in files:  # headers only: sizes and modes before any pixel is decoded
-        with _open(f, root) as im:
-            sizes.setdefault(im.size, f)
-            gray &= im.mode in GRAY_MODES
+        size, mode = _image(f, root, lambda im: (im.size, im.mode))
+        sizes.setdefault(size, f)
+        gray &= mode in GRAY_MODES
     if len(sizes) > 1:
         (a, fa), (b, fb) = list(sizes.items())[:2]
         raise _Invalid(f"images differ in size: {_rel(fa, root)} is {a[0]}x{a[1]}, {_rel(fb, root)} is "
                        f"{b[0]}x{b[1]} (width x height); resize them to one size")
     mode = "L" if gray else "RGB"
-    pixels = []
-    for f in files:
-        with _open(f, root) as im:
-            pixels.append(np.asarray(im.convert(mode), dtype=np.uint8))
-    x = np.stack(pixels)
+    x = np.stack([_image(f, root, lambda im: np.asarray(im.convert(mode), dtype=np.uint8)) for f in files])
     x = x[:, None] if gray else x.transpose(0, 3, 1, 2)
     return np.ascontiguousarray(x, dtype=np.float32) / np.float32(255.0)
 
 
-def _open(f: Path, root: Path):
-    """Pillow's lazy image, or an error naming the file."""
-    from PIL import Image, UnidentifiedImageError
+def _image(f: Path, root: Path, read):
+    """``read(image)`` of one image file; a file Pillow cannot open or decode
+    (not an image, truncated) is an error naming it."""
+    from PIL import Image
 
     try:
-        return Image.open(f)
-    except (UnidentifiedImageError, OSError) as err:
-        raise _Invalid(f"cannot read image {_rel(f, root)} ({type(err).__name__})") from None
+        with Image.open(f) as im:
+            return read(im)
+    except (OSError, ValueError) as err:  # UnidentifiedImageError is an OSError
+        raise _Invalid(f"cannot read image {_rel(f, root)} ({type(err).__name__}: {err})") from None
