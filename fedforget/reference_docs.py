@@ -67,11 +67,14 @@ def scenario_reference() -> str:
     from fedforget.config import Scenario
 
     parts = ["## Scenario keys", _table(schema_rows(Scenario))]
+    # The package's own entries only: installed plugins document themselves.
     for name, cls in registry.methods.items():
-        parts += [f"## `[unlearning.{name}]`", cls.summary,
-                  _table(schema_rows(cls.Params, f"unlearning.{name}."))]
+        if registry.methods.is_builtin(name):
+            parts += [f"## `[unlearning.{name}]`", cls.summary,
+                      _table(schema_rows(cls.Params, f"unlearning.{name}."))]
     for name, cls in registry.attacks.items():
-        parts += [f"## `[oracle.{name}]`", _table(schema_rows(cls.Params, f"oracle.{name}."))]
+        if registry.attacks.is_builtin(name):
+            parts += [f"## `[oracle.{name}]`", _table(schema_rows(cls.Params, f"oracle.{name}."))]
     return "\n\n".join(parts) + "\n"
 
 

@@ -106,9 +106,15 @@ def run_many(
     for sc in scenarios:
         check_available(sc.tracking.backends)
         try:
-            federated_data_for(sc)
+            fd = federated_data_for(sc)
         except ValueError as err:  # e.g. more clients than samples, a bad witness label
             raise ConfigError(f"<{sc.name}>: data: {err}") from None
+        except Exception as err:
+            if _builtin_data(sc):
+                raise
+            raise ConfigError(f"<{sc.name}>: data (dataset {sc.data.dataset!r}, partitioner {sc.data.partitioner!r}): "
+                              f"the plugin raised {type(err).__name__}: {err}") from None
+        _try_plugins(sc, fd)
 
     # In a sweep every cell has the scenario's name: its progress line names the cell.
     labels = [f"{sc.name} {Path(o).parent.name}/{Path(o).name}" if Path(o).parent.name.startswith("cell-")
@@ -131,6 +137,33 @@ def run_many(
         if bar:
             bar.stop()
     return [RunResult(summary.run_dir, sc, summary.metrics) for sc, summary in zip(scenarios, summaries, strict=True)]
+
+
+def _builtin_data(sc: Scenario) -> bool:
+    return ((sc.data.dataset.startswith("hf:") or registry.datasets.is_builtin(sc.data.dataset))
+            and registry.partitioners.is_builtin(sc.data.partitioner))
+
+
+def _try_plugins(sc: Scenario, fd) -> None:
+    """Call the plugin code a run starts with (a model builder, a method's
+    constructor) once, before anything is written: an exception there is a
+    ConfigError naming the plugin, and no run directory is created."""
+    from fedforget.models import build_model
+    from fedforget.unlearning import get_method, method_params
+
+    if not registry.models.is_builtin(sc.model.name):
+        try:
+            build_model(sc.model.name, fd.input_shape, fd.num_classes, sc.model.hidden, seed=0)
+        except Exception as err:
+            raise ConfigError(f"<{sc.name}>: model.name = {sc.model.name!r}: building the model raised "
+                              f"{type(err).__name__}: {err}") from None
+    for name in sc.unlearning.methods:
+        if not registry.methods.is_builtin(name):
+            try:
+                get_method(name, method_params(sc, name))
+            except Exception as err:
+                raise ConfigError(f"<{sc.name}>: unlearning.methods: {name!r}: creating the method raised "
+                                  f"{type(err).__name__}: {err}") from None
 
 
 def check_resumable(run_dir: Path) -> None:
