@@ -249,7 +249,7 @@ def _model_size(name: str, shape: tuple[int, ...], classes: int, hidden: list[in
 
     try:
         n = parameter_count(name, shape, classes, hidden)
-    except Exception as err:  # a builder's refusal (or a plugin's failure), said as it is
+    except (ValueError, RuntimeError, TypeError) as err:  # a builder's refusal, said as it is
         return f"does not fit this shape: {err}"
     return f"parameters: {n:,} (input {','.join(map(str, shape))}, {classes} classes, model.hidden = {hidden})"
 

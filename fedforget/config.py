@@ -107,7 +107,7 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    name: str = Field("mlp", description="a registered model: logreg, mlp, cnn")
+    name: str = Field("mlp", description="a registered model (logreg, mlp, cnn, lenet, resnet18; `fedforget models`) or a module:attribute path")
     hidden: list[int] = Field(default_factory=lambda: [128], description="widths of the hidden fully connected layers (mlp; cnn: after its convs)")
 
     @field_validator("name")

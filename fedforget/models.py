@@ -31,6 +31,16 @@ from fedforget import registry
 ModelBuilder = Callable[[tuple[int, ...], int, list[int]], nn.Sequential]
 
 
+def _image_shape(name: str, input_shape: tuple[int, ...], min_side: int) -> tuple[int, int, int]:
+    """``(C, H, W)`` of an image input, or a ValueError naming the model's needs."""
+    if len(input_shape) != 3:
+        raise ValueError(f"{name} needs image input (C, H, W), got shape {input_shape}")
+    c, h, w = input_shape
+    if h < min_side or w < min_side:
+        raise ValueError(f"{name} needs images of at least {min_side}x{min_side} pixels, got {h}x{w}")
+    return c, h, w
+
+
 @registry.models.register("logreg")
 def logreg(input_shape: tuple[int, ...], num_classes: int, hidden: list[int]) -> nn.Sequential:
     """Multinomial logistic regression (``hidden`` is ignored)."""
@@ -55,9 +65,7 @@ def cnn(input_shape: tuple[int, ...], num_classes: int, hidden: list[int]) -> nn
 
     ``hidden`` gives the widths of the fully connected layers after the convs.
     """
-    if len(input_shape) != 3:
-        raise ValueError(f"cnn needs image input (C, H, W), got shape {input_shape}")
-    c, h, w = input_shape
+    c, h, w = _image_shape("cnn", input_shape, 4)
     layers: list[nn.Module] = [
         nn.Conv2d(c, 16, 3, padding=1),
         nn.ReLU(),
@@ -73,16 +81,6 @@ def cnn(input_shape: tuple[int, ...], num_classes: int, hidden: list[int]) -> nn
         width = hd
     layers.append(nn.Linear(width, num_classes))
     return nn.Sequential(*layers)
-
-
-def _image_shape(name: str, input_shape: tuple[int, ...], min_side: int) -> tuple[int, int, int]:
-    """``(C, H, W)`` of an image input, or a ValueError naming the model's needs."""
-    if len(input_shape) != 3:
-        raise ValueError(f"{name} needs image input (C, H, W), got shape {input_shape}")
-    c, h, w = input_shape
-    if h < min_side or w < min_side:
-        raise ValueError(f"{name} needs images of at least {min_side}x{min_side} pixels, got {h}x{w}")
-    return c, h, w
 
 
 @registry.models.register("lenet")
@@ -112,7 +110,7 @@ def lenet(input_shape: tuple[int, ...], num_classes: int, hidden: list[int]) -> 
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with 32 groups (or the largest divisor of ``channels`` below)."""
+    """GroupNorm with 32 groups, or gcd(32, channels) where ``channels`` is not a multiple of 32."""
     return nn.GroupNorm(math.gcd(32, channels), channels)
 
 
@@ -200,9 +198,17 @@ def has_hidden_relu_neurons(name: str, hidden: list[int]) -> bool | None:
 
 
 def parameter_count(name: str, input_shape: tuple[int, ...], num_classes: int, hidden: list[int]) -> int:
-    """Number of parameters of model ``name`` for that input (built on the meta device: no memory)."""
+    """Number of parameters of model ``name`` for that input.
+
+    Built on the meta device (no memory, no initialisation); a builder that
+    cannot run there (a plugin doing arithmetic on tensors) is built on the CPU.
+    A builder's refusal of the shape (ValueError) propagates.
+    """
     builder = registry.models.get(name)
-    with torch.device("meta"):
+    try:
+        with torch.device("meta"):
+            model = builder(tuple(input_shape), num_classes, list(hidden))
+    except (NotImplementedError, RuntimeError):
         model = builder(tuple(input_shape), num_classes, list(hidden))
     return sum(p.numel() for p in model.parameters())
 

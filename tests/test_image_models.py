@@ -1,8 +1,11 @@
 """The image models (``lenet``, ``resnet18``): shapes, normalisation without
 client state, parameter counts, seeded initialisation, the ``models`` listing,
-and which unlearning methods can use them."""
+which unlearning methods can use them, and the image-signal scenario
+(``configs/image_signal.toml``)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +13,7 @@ import torch
 from torch import nn
 
 from fedforget.cli import main
-from fedforget.config import ConfigError
+from fedforget.config import ConfigError, load_scenario
 from fedforget.models import build_model, has_hidden_relu_neurons, parameter_count
 from fedforget.protocol.local import LocalFederation
 from fedforget.training import train_local
@@ -81,7 +84,7 @@ def test_models_listing_prints_parameter_counts(capsys):
     out = capsys.readouterr().out
     assert out.startswith("Models (model.name; widths in model.hidden):")
     assert "resnet18: ResNet-18" in out and "parameters: 11,173,962 (input 3,32,32, 10 classes" in out
-    assert "from: fedforget.models.lenet" in out
+    assert "lenet: LeNet-5 style" in out and "from: fedforget.models" in out
     assert main(["models", "--input-shape", "30"]) == 0
     out = capsys.readouterr().out
     assert "does not fit this shape: cnn needs image input (C, H, W), got shape (30,)" in out
@@ -154,3 +157,34 @@ def test_forsaken_moves_only_resnet18s_classifier():
     moved = {k for k, v in out.state_dict().items() if not torch.equal(before[k], v)}
     assert moved <= {"9.weight", "9.bias"}
     assert np.all([torch.isfinite(v).all() for v in out.state_dict().values()])
+
+
+# ------------------------------------------------------------ the image-signal scenario
+
+IMAGE_SIGNAL = Path(__file__).resolve().parent.parent / "configs" / "image_signal.toml"
+
+
+def test_image_signal_is_a_real_scenario_with_its_figures_in_the_docs():
+    sc = load_scenario(IMAGE_SIGNAL)
+    reference = load_scenario(IMAGE_SIGNAL.parent / "withdrawal.toml")
+    assert sc.unlearning.methods == reference.unlearning.methods
+    assert sc.data.dataset == "mnist5k" and sc.oracle.attack == "lira"
+    page = (IMAGE_SIGNAL.parent.parent / "docs" / "explanation" / "image-signal.md").read_text()
+    assert "fedforget run configs/image_signal.toml --engine inline" in page and "2026-12-03" in page
+
+
+@pytest.mark.slow
+def test_image_signal_original_is_seen_and_retrain_is_not(tmp_path):
+    """image_signal.toml cut at its event (original and retrain only, about 30 s):
+    the loss attack sees client 2 in original's calibration model, not in retrain's."""
+    import fedforget
+
+    overrides = ["unlearning.methods=[]", "oracle.controls=0", 'oracle.attack="loss"', "train.rounds=16"]
+    with pytest.warns(UserWarning, match="unlearning.methods is empty"):
+        sc = load_scenario(IMAGE_SIGNAL, overrides)
+    m = fedforget.run(sc, engine="inline", out=tmp_path / "run").metrics
+    auc = m[(m.metric.str.startswith("mia_auc")) & (m.client == 2)].set_index(["arm", "round", "metric"]).value
+    assert auc["original", 15, "mia_auc"] >= 0.6
+    assert auc["retrain", 15.5, "mia_auc_lo"] <= 0.5 <= auc["retrain", 15.5, "mia_auc_hi"]
+    acc = m[(m.metric == "test_accuracy") & (m.arm == "original") & (m["round"] == 15)].value
+    assert acc.iloc[0] >= 0.85

@@ -259,6 +259,9 @@ class UnlearningMethod(ABC):
     client_ops: ClassVar[dict[str, ClientOp]] = {}
     #: It asks the withdrawing client for self-checks on its validation part.
     uses_client_validation: ClassVar[bool] = False
+    #: Values tuning may try per parameter (``simulations/tune.py``; the grid is their
+    #: cartesian product); empty: nothing to tune, the defaults are the one setting.
+    search_space: ClassVar[dict[str, list]] = {}
 
     @classmethod
     def check_scenario(cls, scenario, params: MethodParams) -> None:

@@ -134,6 +134,8 @@ class FedEraser(UnlearningMethod):
 
     name = "federaser"
     Params = FedEraserParams
+    search_space = {"calibration_ratio": [0.1, 0.2, 0.5, 1.0], "first_round": ["replay", "calibrate"],
+                    "interval": [2, 4]}
     summary = "Calibrated replay of stored client updates (every interval rounds) without the withdrawn client."
     needs = "server: stored client updates every `interval` rounds; remaining clients: short calibration training"
 

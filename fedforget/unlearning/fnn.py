@@ -268,6 +268,7 @@ class FNN(UnlearningMethod):
 
     name = "fnn"
     Params = FNNParams
+    search_space = {"variant": ["ffr", "vfr", "rank"], "iterations": [1, 2, 5], "dt": [0.5, 1.0, 2.0]}
     summary = "Forgetting neural networks: per-neuron decay (ffr/vfr/activation-rank) alternated with learn rounds."
     needs = "withdrawing client: per-neuron mean activations (rank variant) and self-check AUCs; remaining clients: learn rounds"
     uses_client_validation = True

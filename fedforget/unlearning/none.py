@@ -21,6 +21,7 @@ class NoUnlearning(UnlearningMethod):
     name = "none"
     summary = "Stop sampling the withdrawn client; keep training (the baseline)."
     needs = "nothing from anyone"
+    search_space = {}  # nothing to tune: one setting
 
     def unlearn(self, model: nn.Module, fed: Federation) -> tuple[nn.Module, CostRecord]:
         return model, fed.cost()

@@ -110,6 +110,7 @@ class Perturb(UnlearningMethod):
 
     name = "perturb"
     Params = PerturbParams
+    search_space = {"beta": [0.0, 0.02, 0.05, 0.1, 0.2], "max_rounds": [1, 2, 5], "target_auc": [0.55, 0.6]}
     summary = "Per-layer Gaussian weight perturbation, then FedAvg rounds over the remaining clients until a stop rule."
     needs = "remaining clients: ordinary training rounds; withdrawing client: its self-check AUC after each round"
     uses_client_validation = True

@@ -171,6 +171,8 @@ class Forsaken(UnlearningMethod):
 
     name = "forsaken"
     Params = ForsakenParams
+    search_space = {"generator": ["identity", "learned"], "step_size": [0.05, 0.1, 0.145, 0.2],
+                    "mask_fraction": [0.25, 1.0]}
     summary = "Server-side neuron-mask unlearning: salient neurons move under a learned (or identity) update generator."
     needs = (
         "withdrawing client: forgetting gradients (all maskable layers once, then the masked rows) and "
