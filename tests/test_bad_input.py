@@ -22,7 +22,7 @@ BAD_OVERRIDES = [
     (["name=a/b"], "name"),
     (["data.holdout_fraction=0"], "forsaken asks the withdrawing client for self-checks"),
     (["data.audit_share=1.0"], "validation part"),
-    (["data.server_validation_fraction=0"], "server's validation set"),
+    (["data.server_validation_fraction=0", 'unlearning.forsaken.generator="learned"'], "server's validation set"),
     (['model.name="logreg"', "model.hidden=[]", 'unlearning.methods=["fnn"]'], "fnn prunes hidden ReLU neurons"),
     (["train.rouns=5"], "train.rouns"),
     (["events=[{round=99, client=1}]"], "after the last round"),
