@@ -23,12 +23,14 @@ from fedforget.data import federated_data_for
 from fedforget.flower.client_app import make_client_app
 from fedforget.flower.engines import run_inline, run_on_ray
 from fedforget.flower.server_app import make_server_app
+from fedforget.models import build_model
 from fedforget.progress import progress_bar
 from fedforget.protocol import RunSummary
 from fedforget.protocol.checkpoint import load_checkpoint
 from fedforget.report import write_report
 from fedforget.results import CHECKPOINT, check_out_dir, default_run_dir
 from fedforget.tracking import check_available
+from fedforget.unlearning import get_method, method_params
 
 ENGINES = tuple(registry.engines.names())  # the engine registry is the one list of engines
 
@@ -148,9 +150,6 @@ def _try_plugins(sc: Scenario, fd) -> None:
     """Call the plugin code a run starts with (a model builder, a method's
     constructor) once, before anything is written: an exception there is a
     ConfigError naming the plugin, and no run directory is created."""
-    from fedforget.models import build_model
-    from fedforget.unlearning import get_method, method_params
-
     if not registry.models.is_builtin(sc.model.name):
         try:
             build_model(sc.model.name, fd.input_shape, fd.num_classes, sc.model.hidden, seed=0)

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
+from tune import RESULTS, build_benches, report_scenarios, run_settings
 
 from fedforget.analysis.verdicts import paired_verdict
-from tune import RESULTS, build_benches, report_scenarios, run_settings
 
 ARMS = {
     "learned 0.1 (default)": {"generator": "learned", "step_size": 0.1},

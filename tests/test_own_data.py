@@ -217,7 +217,7 @@ BAD_DATA = {  # name: (write the data into a folder -> dataset string, a phrase 
                           "y holds fractional numbers"),
     "unreadable image": (lambda d: f"file:{_bad_image(d)}", "cannot read image b/1.png"),
     "empty class folder": (lambda d: f"file:{_empty_class(d)}", "class folders without images: c"),
-    "hf with a local path": (lambda d: f"hf:{d}", f'for local data use data.dataset = "file:'),
+    "hf with a local path": (lambda d: f"hf:{d}", 'for local data use data.dataset = "file:'),
 }
 
 

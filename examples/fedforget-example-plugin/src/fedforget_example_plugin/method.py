@@ -22,7 +22,14 @@ from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
-from fedforget.unlearning import ClientData, ClientReply, CostRecord, Federation, MethodParams, UnlearningMethod
+from fedforget.unlearning import (
+    ClientData,
+    ClientReply,
+    CostRecord,
+    Federation,
+    MethodParams,
+    UnlearningMethod,
+)
 
 
 def _forget_loss(model: nn.Module, data: ClientData, arrays: dict[str, np.ndarray], config: dict[str, Any]) -> ClientReply:
