@@ -11,11 +11,13 @@ from pathlib import Path
 
 from fedforget import registry
 from fedforget.analysis import export
+from fedforget.analysis.many_models import ManyModelsError, many_models
 from fedforget.config import ConfigError, load_scenario
 from fedforget.data import DataUnavailableError
 from fedforget.flower.deployment import flwr_run
 from fedforget.protocol import ClientFailure, DivergenceError, RunsFailed
 from fedforget.report import write_report
+from fedforget.report.many_models import many_models_text
 from fedforget.report.text import verdict_text
 from fedforget.results import default_run_dir
 from fedforget.runner import resume, run, run_seeds
@@ -162,6 +164,21 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG
     print(f"report: {path}")
+    return 0
+
+
+def _cmd_epsilon(args: argparse.Namespace) -> int:
+
+    try:
+        result = many_models(args.dir, n_boot=args.n_boot)
+    except (ManyModelsError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(many_models_text(result))
+    out = Path(args.out) if args.out else Path(args.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = result.write(out)
+    print(f"\nwrote {', '.join(str(p) for p in written)}")
     return 0
 
 
@@ -365,6 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--text", action="store_true",
                      help="print the terminal verdict table (what `fedforget run` ends with) instead")
     rep.set_defaults(func=_cmd_report)
+    eps = sub.add_parser("epsilon", help="per-example epsilon and U-LiRA of every arm from a seeds run on fixed data")
+    eps.add_argument("dir", help="a seeds directory (fedforget run CONFIG data.seed=0 --seeds 16) or a sweep cell")
+    eps.add_argument("--out", help="directory for many_models.csv and epsilon_examples.parquet (default: DIR)")
+    eps.add_argument("--n-boot", type=int, default=200, help="bootstrap replicates of U-LiRA's AUC interval")
+    eps.set_defaults(func=_cmd_epsilon)
     m = sub.add_parser("methods", help="list unlearning methods and oracle attacks, their parameters and defaults")
     m.set_defaults(func=_cmd_methods)
     for command, (_, help_text, _, _) in LISTINGS.items():

@@ -79,6 +79,11 @@ class DataConfig(_Section):
     server_validation_fraction: float = Field(
         0.1, ge=0.0, lt=1.0, description="share of the test split held by the server for methods' accuracy guards"
     )
+    seed: int | None = Field(
+        None, ge=0, description="the seed the data derive from (dataset draw, test split, partition, role splits, "
+                                "witnesses, deletion sets); unset: the scenario seed. Fix it and --seeds trains N "
+                                "federations on the same data (fedforget epsilon needs that)"
+    )
     synthetic: SyntheticConfig = SyntheticConfig()
 
     @field_validator("partitioner")
@@ -297,6 +302,11 @@ class Scenario(_Section):
     unlearning: UnlearningConfig = UnlearningConfig()
     oracle: OracleConfig = OracleConfig()
     tracking: TrackingConfig = TrackingConfig()
+
+    @property
+    def data_seed(self) -> int:
+        """The seed the federated data derive from: ``data.seed`` when set, else ``seed``."""
+        return self.seed if self.data.seed is None else self.data.seed
 
     @model_validator(mode="after")
     def _check_events(self) -> Scenario:

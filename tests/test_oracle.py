@@ -597,7 +597,7 @@ def test_vectorised_intervals_equal_the_generic_bootstrap():
     """auc_interval and fr_interval compute every replicate at once; they must
     give the generic bootstrap's interval (same draws), ties included."""
     from fedforget.oracle.metrics import (
-        _auc_or_nan,
+        auc_of,
         auc_interval,
         bootstrap_interval,
         forgetting_rate,
@@ -611,7 +611,7 @@ def test_vectorised_intervals_equal_the_generic_bootstrap():
         if trial % 3 == 0:
             s = np.round(s, 1)  # many ties
         m = rng.permutation(np.r_[np.ones(n_m, bool), np.zeros(n_n, bool)])
-        generic = bootstrap_interval(_auc_or_nan, (s, m), 100, rng=np.random.default_rng(trial), strata=m)
+        generic = bootstrap_interval(auc_of, (s, m), 100, rng=np.random.default_rng(trial), strata=m)
         np.testing.assert_allclose(auc_interval(s, m, 100, rng=trial), generic, atol=1e-12, rtol=0)
         b = rng.random(n_m) < rng.random()
         a = (b & (rng.random(n_m) < 0.7)) | (rng.random(n_m) < 0.1)

@@ -288,7 +288,7 @@ def _cached(key: str) -> FederatedData:
 
 def data_key(scenario) -> str:
     """A stable key of everything a scenario's federated data depends on (data
-    settings, seed, witnesses): equal keys, equal data. It serialises the data
+    settings, data seed, witnesses): equal keys, equal data. It serialises the data
     settings: compute it once per scenario."""
     witnesses = [
         {"client": c, "kind": ev.witness, "fraction": ev.witness_fraction, "label": ev.witness_label}
@@ -297,7 +297,7 @@ def data_key(scenario) -> str:
         for c in ev.client_ids
     ]
     return json.dumps(
-        {"data": scenario.data.model_dump(mode="json"), "seed": scenario.seed, "witnesses": witnesses},
+        {"data": scenario.data.model_dump(mode="json"), "seed": scenario.data_seed, "witnesses": witnesses},
         sort_keys=True,
     )
 

@@ -107,7 +107,7 @@ class ResolvedScenario:
         (a deletion happens on the client: the data is simply no longer used),
         and the forget set of ``forget_event`` (if it concerns it)."""
         view = ClientDataView.of(self.fd, pid)
-        events, seed = self.scenario.events, self.scenario.seed
+        events, seed = self.scenario.events, self.scenario.data_seed
         deletions = [events[e] for e in drop if pid in events[e].client_ids and not events[e].withdraws]
         removed = [view.forget_ids(ev, seed) for ev in deletions]
         forget, label = None, None

@@ -253,7 +253,7 @@ class MembershipAudit:
         self.score_frames.append(pd.DataFrame({
             "arm": arm, "round": float(rnd), "client": client,
             "sample_id": ps["sample_id"].astype(np.int64), "member": ps["member"],
-            "score": ps["score"], "decision": ps["decision"],
+            "score": ps["score"], "decision": ps["decision"], "phi": ps["phi"],
         }))
 
 

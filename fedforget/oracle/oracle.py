@@ -55,7 +55,8 @@ class OracleReport:
     per_sample : dict of np.ndarray
         Equal-length arrays over the evaluated members then all non-members:
         ``sample_id``, ``member`` (bool), ``score``, ``decision`` (bool, on this
-        model) and ``decision_before`` (bool, at calibration).
+        model), ``decision_before`` (bool, at calibration) and ``phi`` (the
+        logit-scaled confidence ``log p_y - log(1 - p_y)`` on this model).
     roc : tuple of np.ndarray
         ``(fpr, tpr)`` of members vs non-members on this model.
     notes : tuple of str
@@ -289,6 +290,9 @@ class MembershipOracle:
             "score": scores,
             "decision": decisions,
             "decision_before": np.concatenate([before, self.before_nonmember]),
+            # The logit-scaled confidence, whatever the attack: many models'
+            # statistics (fedforget.analysis.many_models) read it across seeds.
+            "phi": np.concatenate([member_stats.subset(idx).logit_scaled, nonmember_stats.logit_scaled]),
         }
         return OracleReport(
             metrics=metrics,

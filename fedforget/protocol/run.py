@@ -140,7 +140,7 @@ class ScenarioRun:
         self.methods: dict[str, UnlearningMethod] = {
             name: get_method(name, method_params(sc, name)) for name in sc.unlearning.methods
         }
-        self.forget_sets = {c: forget_ids(fd, ev, c, sc.seed) for ev in sc.events for c in ev.client_ids}
+        self.forget_sets = {c: forget_ids(fd, ev, c, sc.data_seed) for ev in sc.events for c in ev.client_ids}
         self.events_at: dict[int, list] = {}
         for i, ev in enumerate(sc.events):
             self.events_at.setdefault(ev.round, []).append((i, ev))

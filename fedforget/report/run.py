@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedforget.analysis.many_models import ManyModels
 from fedforget.analysis.outcomes import TPR_MIN_NEGATIVES, has_speedups, row_values
 from fedforget.analysis.runs import (
     ACROSS_SEEDS_LABEL,
@@ -82,6 +83,7 @@ from fedforget.report.figures import (
     roc_figure,
 )
 from fedforget.report.html import CSS, SCRIPT, esc, figure_html, note_html, table_html
+from fedforget.report.many_models import many_models_section, try_many_models
 from fedforget.report.text import headline_lines
 from fedforget.report.verdicts import (
     p_cell,
@@ -574,7 +576,7 @@ def _has_scores(study: Study, rnd: float) -> bool:
     return any(k[1] == float(rnd) for r in study.runs for k in (r.scores or {}))
 
 
-def _client_section(study: Study, client: int, event_round: int) -> str:
+def _client_section(study: Study, client: int, event_round: int, many: ManyModels | str | None = None) -> str:
     T = study.last_round
     at = event_point(event_round)
     kind = study.event_kind.get(client, "withdraw")
@@ -626,6 +628,8 @@ def _client_section(study: Study, client: int, event_round: int) -> str:
     out.append(_method_table(study, client, event_round))
     if study.methods and has_speedups(study, event_round):
         out.append(_frontier_section(study, client, event_round))
+    if many is not None:
+        out.append(many_models_section(many, client))
     return "".join(out)
 
 
@@ -762,8 +766,10 @@ def render_report(run_dir: str | Path) -> str:
         parts.append(_global_section(study))
     else:
         parts.append(_global_section(study))
+        # ε and U-LiRA read every seed's models: a seeds directory only.
+        many = try_many_models(study.root) if study.multi_seed else None
         for client, rnd in study.withdrawn.items():
-            parts.append(_client_section(study, client, rnd))
+            parts.append(_client_section(study, client, rnd, many))
         parts.append(_controls_section(study))
         parts.append(_reading_notes())
     title = esc(f"fedforget report: {study.scenario.get('name', '?')}")

@@ -31,6 +31,7 @@ from fedforget.analysis.verdicts import (
 )
 from fedforget.report.figures import png_uri
 from fedforget.report.html import CSS, SCRIPT, esc, figure_html, note_html, table_html
+from fedforget.report.many_models import many_models_section, try_many_models
 
 
 def _key_figure(g: pd.DataFrame, key: str, order: list[str]) -> str:
@@ -115,6 +116,24 @@ def _verdict_table(root: Path, axes: list[str]) -> str:
             + f'<p class="small">{esc(VERDICT_CAPTION)}</p>')
 
 
+def _many_models_part(root: Path, spec: dict[str, Any]) -> str:
+    """Each cell's ε and U-LiRA (cells that are seeds runs on fixed data); one
+    note with the reason when no cell has them."""
+    out, reasons = [], set()
+    for cell in spec["cells"]:
+        result = try_many_models(root / cell["dir"])
+        if isinstance(result, str):
+            reasons.add(result.split(": ", 1)[-1])
+            continue
+        label = esc(", ".join(f"{k} = {v}" for k, v in cell["values"].items()))
+        for client in sorted(result.summary.client.unique()):
+            out.append(many_models_section(result, int(client)).replace("<h3>", f"<h3>cell {cell['cell']} ({label}): ", 1))
+    if not out:
+        return "<h3>Per-example privacy from many models</h3>" + note_html(
+            "No ε or U-LiRA in this study: " + "; ".join(sorted(reasons)) + ".")
+    return "<h3>Per-example privacy from many models</h3>" + "".join(out)
+
+
 def render_study_report(root: str | Path) -> str:
     root = Path(root)
     spec = json.loads((root / STUDY_FILE).read_text())
@@ -131,6 +150,7 @@ def render_study_report(root: str | Path) -> str:
             parts.append(f"<h2>{esc(key)}</h2>" + _key_figure(g, key, values))
         axes = list(spec["axes"])
         parts.append("<h2>By cell</h2>" + _speedup_table(g, axes) + _verdict_table(root, axes))
+        parts.append(_many_models_part(root, spec))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>fedforget study</title>"
             f"<style>{CSS}</style><script>{SCRIPT}</script></head><body>" + "".join(parts) + "</body></html>\n")
 

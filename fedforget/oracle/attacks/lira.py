@@ -21,7 +21,7 @@ from fedforget.oracle.attacks.base import Attack, AttackParams
 from fedforget.oracle.features import SampleStats, sample_statistics
 from fedforget.oracle.reference import ReferenceRun
 
-__all__ = ["LiraAttack", "lira_in_masks", "lira_offline_score", "lira_score"]
+__all__ = ["LiraAttack", "gaussian_params", "lira_in_masks", "lira_offline_score", "lira_score"]
 
 
 def lira_score(
@@ -46,7 +46,7 @@ def lira_offline_score(phi: np.ndarray, mu_out: np.ndarray, sigma_out: np.ndarra
     return norm.logcdf((phi - np.asarray(mu_out)) / np.asarray(sigma_out))
 
 
-def _gaussian_params(phi: np.ndarray, fixed_variance: bool, std_floor: float) -> tuple[np.ndarray, np.ndarray]:
+def gaussian_params(phi: np.ndarray, fixed_variance: bool, std_floor: float) -> tuple[np.ndarray, np.ndarray]:
     """Per-column mean and std of ``phi`` (n_shadow, n_samples); NaN = not observed."""
     phi = np.asarray(phi, dtype=np.float64)
     if phi.ndim != 2:
@@ -204,11 +204,11 @@ class LiraAttack(Attack):
             each sample.
         """
         fv, floor = self.params["fixed_variance"], self.params["std_floor"]
-        self.mu_out, self.sigma_out = _gaussian_params(phi_out, fv, floor)
+        self.mu_out, self.sigma_out = gaussian_params(phi_out, fv, floor)
         if phi_in is None:
             self.mu_in = self.sigma_in = None
         else:
-            self.mu_in, self.sigma_in = _gaussian_params(phi_in, fv, floor)
+            self.mu_in, self.sigma_in = gaussian_params(phi_in, fv, floor)
             if self.mu_in.shape != self.mu_out.shape:
                 raise ValueError("phi_in and phi_out must have the same number of columns")
         self.params["online"] = self.online
