@@ -100,9 +100,8 @@ def test_ulira_scores_leave_the_target_out():
         others_u, others_r = np.delete(u, s, axis=0), np.delete(r, s, axis=0)
         mu_u, mu_r = others_u.mean(0), others_r.mean(0)
         sd_u, sd_r = np.sqrt(((others_u - mu_u) ** 2).mean()), np.sqrt(((others_r - mu_r) ** 2).mean())
-        lr = lambda x: norm.logpdf(x, mu_u, sd_u) - norm.logpdf(x, mu_r, sd_r)  # noqa: E731
-        np.testing.assert_allclose(pos[s], lr(u[s]))
-        np.testing.assert_allclose(neg[s], lr(r[s]))
+        for got, phi in ((pos[s], u[s]), (neg[s], r[s])):
+            np.testing.assert_allclose(got, norm.logpdf(phi, mu_u, sd_u) - norm.logpdf(phi, mu_r, sd_r))
 
 
 def test_ulira_input_errors():
@@ -163,7 +162,7 @@ def test_data_seed_fixes_the_data_across_scenario_seeds():
 
     (a, fa), (b, fb) = data("seed=0", "data.seed=7"), data("seed=1", "data.seed=7")
     assert np.array_equal(fa, fb) and all(np.array_equal(x, y) for x, y in zip(a.audit_ids, b.audit_ids, strict=True))
-    (c, fc), (d, fd_) = data("seed=0"), data("seed=1")
+    (_, fc), (_, fd_) = data("seed=0"), data("seed=1")
     assert not np.array_equal(fc, fd_)
 
 

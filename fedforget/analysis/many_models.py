@@ -37,7 +37,7 @@ from fedforget.oracle.epsilon import estimate
 from fedforget.oracle.ulira import MIN_MODELS, ulira
 from fedforget.schedule import ORIGINAL, RETRAIN
 
-__all__ = ["ManyModels", "SUMMARY_COLUMNS", "many_models"]
+__all__ = ["SUMMARY_COLUMNS", "ManyModels", "many_models"]
 
 #: Seeds below which nothing is estimated (retrain's null splits them in halves of MIN_MODELS).
 MIN_SEEDS = 2 * MIN_MODELS

@@ -21,7 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedforget.oracle.attacks.lira import gaussian_params, lira_score
-from fedforget.oracle.metrics import auc_of, bootstrap_interval, roc_metrics, withheld_tpr_notes
+from fedforget.oracle.metrics import (
+    auc_of,
+    bootstrap_interval,
+    roc_metrics,
+    withheld_tpr_notes,
+)
 
 __all__ = ["UliraResult", "ulira", "ulira_scores"]
 
