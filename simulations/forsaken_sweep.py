@@ -87,11 +87,12 @@ FORSAKEN_GRID = {
 OTHERS = {"none": {}, "pga": {}, "perturb": {}, "fnn": {}, "federaser": {}}
 
 
-def _fedavg(sc: Scenario, fd, model, rounds: int, excluded: set[int], keep: set[int] | None = None):
-    """FedAvg as the runs do it (seeded sampling and data order); returns the
-    model, its client steps and the stored history (rounds in ``keep``)."""
+def _fedavg(sc: Scenario, fd, model, rounds: int, excluded: set[int], keep: set[int] | None = None, first: int = 1):
+    """FedAvg as the runs do it (seeded sampling and data order), rounds
+    ``first .. rounds``; returns the model, its client steps and the stored
+    history (rounds in ``keep``)."""
     steps, history = 0, []
-    for rnd in range(1, rounds + 1):
+    for rnd in range(first, rounds + 1):
         clients = sample_clients(sc.seed, rnd, sc.data.num_clients, sc.train.fraction, excluded)
         states, counts = {}, {}
         for c in clients:

@@ -32,15 +32,25 @@ unlearning step on ``original`` through the in-process federation
 (:class:`fedforget.protocol.local.LocalFederation`; the history it asks for
 through ``history_rounds``; rounds over the remaining clients sampled with the
 scenario's ``train.fraction``), and the runs' membership oracle (loss attack,
-calibrated on ``original``) judges the result right after the step. Gaps are
-paired per seed: method − retrain on the same data, initialisation and sampling.
+calibrated on ``original``) judges the result right after the step. Then the
+method's model and retrain's train :data:`RECOVERY_ROUNDS` more FedAvg rounds
+over the remaining clients (the same sampling and data order for both), and the
+oracle judges both again: forgetting that the federation re-teaches (relapse)
+shows there. At both points the client-level test (the runs' permutation test
+on the client's whole forget set against never-trained pseudo-clients) says
+whether the client is still detected. Gaps are paired per seed: method −
+retrain on the same data, initialisation and sampling.
 
 **Selection rule** (declared before the run; :func:`summarise`, :func:`choose`).
 Per method and setting, over the tuning scenarios × seeds:
 
-1. *Objective*: the mean of |ΔAUC| (the paired gap to retrain in the oracle's
-   MIA AUC right after the step), over the (scenario, seed) pairs with signal;
-   ties at the reported precision (3 decimals) are broken by the mean |ΔFR|.
+1. *Objective*: the mean over the (scenario, seed) pairs with signal of
+   (|ΔAUC at the step| + |ΔAUC after the recovery rounds|) / 2, ΔAUC being
+   the paired gap to retrain in the oracle's MIA AUC: a step that forgets and
+   then relapses scores as badly as one that never forgot. Ties at the
+   reported precision (3 decimals) are broken by the mean |ΔFR| at the step.
+   (Rule of 2026-12-03 21:20 UTC; the earlier rule judged the step alone and
+   had no detection bound.)
 2. *Accuracy bound*: in every tuning scenario, the paired test-accuracy gap to
    retrain is within noise: its mean over seeds is >= −m, or its 95%
    t-interval reaches −m, with m = ``VERDICT_MARGINS["test_accuracy"]`` (0.02).
@@ -48,14 +58,20 @@ Per method and setting, over the tuning scenarios × seeds:
    on every tuning scenario and seed. No method is exempt: every tunable
    method's cost is set by its parameters (rounds, iterations, calibration
    share and interval, ascent passes, exchanges); ``none`` costs nothing.
-4. A setting that failed on any (scenario, seed) is not eligible.
+4. *Detection bound*: over the pairs with signal, the client-level test
+   (p < 0.05) detects the client in the method's model, at the step or after
+   the recovery rounds, in no more pairs than it detects it in retrain's
+   models at the same points (retrain never saw the client: its detections
+   are the test's false positives).
+5. A setting that failed on any (scenario, seed) is not eligible.
 
 (Scenario, seed) pairs without signal count for the bounds, not for the
 objective; a method with no pair with signal gets no choice.
 
 The chosen setting minimises the objective among eligible settings. Where no
 setting is eligible, the rule falls back, flagged in the summary, to the best
-setting meeting the accuracy bound alone, then to the best overall.
+setting meeting the accuracy and cost bounds, then the accuracy bound alone,
+then to the best overall.
 
 Writes the whole table (method × setting × scenario × seed) to
 ``simulations/results/tune.csv`` and the summary to
@@ -99,7 +115,9 @@ from fedforget.analysis.verdicts import VERDICT_MARGINS, paired_verdict
 from fedforget.config import Scenario, load_scenario, scenario_from_dict
 from fedforget.data.federated import build_federated_data
 from fedforget.models import build_model
-from fedforget.oracle.audit import nonmember_ids
+from fedforget.oracle.audit import N_PERMUTATIONS, nonmember_ids
+from fedforget.oracle.client_level import ClientMembershipTest
+from fedforget.oracle.features import sample_statistics
 from fedforget.oracle.oracle import MembershipOracle
 from fedforget.protocol.local import LocalFederation
 from fedforget.schedule import derive_seed
@@ -117,6 +135,10 @@ COST_BOUND = 0.1
 COST_EXEMPT: frozenset[str] = frozenset()
 #: The accuracy bound's margin (the verdicts' test-accuracy margin).
 ACC_MARGIN = VERDICT_MARGINS["test_accuracy"]
+#: FedAvg rounds over the remaining clients after the step, before the second judgement (relapse).
+RECOVERY_ROUNDS = 3
+#: The client-level test's detection level.
+DETECTION_P = 0.05
 #: Precision of the objective below which two settings tie (then |ΔFR| decides).
 TIE_DIGITS = 3
 
@@ -273,7 +295,22 @@ class Bench:
         self.calibration_auc = float(self.oracle.calibration.metrics["mia_auc"])
         self.clients = {c: ClientData(c, *fd.client_train(c), *fd.client_validation(c), fd.num_classes)
                         for c in range(sc.data.num_clients)}
-        self.reference = self.judge(self.retrain)
+        # The runs' client-level test: never-trained pseudo-clients from every audit part and the test set.
+        self.pool = np.concatenate([*fd.audit_ids, fd.test_ids])
+        self.client_test = ClientMembershipTest.calibrate(
+            fd.y[members], fd.y[self.pool], N_PERMUTATIONS,
+            np.random.default_rng(derive_seed(sc.seed, "client-test", self.client, self.t)))
+        self.reference = self.judge_both(self.retrain)
+
+    def recover(self, model):
+        """``RECOVERY_ROUNDS`` FedAvg rounds over the remaining clients from round t on."""
+        out, _, _ = _fedavg(self.sc, self.fd, copy.deepcopy(model), self.t + RECOVERY_ROUNDS - 1, {self.client},
+                            first=self.t)
+        return out
+
+    def judge_both(self, model) -> dict[str, float]:
+        """The judgement right after the step and, suffixed ``_r``, after the recovery rounds."""
+        return {**self.judge(model), **{f"{k}_r": v for k, v in self.judge(self.recover(model)).items()}}
 
     @property
     def signal(self) -> bool:
@@ -282,8 +319,10 @@ class Bench:
     def judge(self, model) -> dict[str, float]:
         rep = self.oracle.evaluate(model).metrics
         x, y = self.fd.tensors(self.fd.train_ids[self.client])
+        loss = lambda ids: sample_statistics(model, *self.fd.tensors(ids)).loss
+        client = self.client_test.evaluate(-loss(self.fd.train_ids[self.client]), -loss(self.pool))
         return {"fr": rep["fr"], "auc": rep["mia_auc"], "forget_acc": evaluate(model, x, y)[1],
-                "test_acc": evaluate(model, *self.fd.test())[1]}
+                "test_acc": evaluate(model, *self.fd.test())[1], "client_p": client["client_mia_pvalue"]}
 
     def unlearn(self, method: str, params: dict) -> dict[str, Any]:
         m = get_method(method, params)
@@ -297,9 +336,12 @@ class Bench:
         t0 = time.perf_counter()
         model, cost = m.unlearn(copy.deepcopy(self.original), fed)
         wall = time.perf_counter() - t0
-        out = self.judge(model)
+        out, ref = self.judge_both(model), self.reference
         return {
-            **out, "d_fr": out["fr"] - self.reference["fr"], "d_auc": out["auc"] - self.reference["auc"],
+            **out, "d_fr": out["fr"] - ref["fr"], "d_auc": out["auc"] - ref["auc"],
+            "d_auc_r": out["auc_r"] - ref["auc_r"], "relapse_auc": (out["auc_r"] - ref["auc_r"]) - (out["auc"] - ref["auc"]),
+            "detected": bool(min(out["client_p"], out["client_p_r"]) < DETECTION_P),
+            "retrain_detected": bool(min(ref["client_p"], ref["client_p_r"]) < DETECTION_P),
             "d_test_acc": out["test_acc"] - self.reference["test_acc"],
             "d_forget_acc": out["forget_acc"] - self.reference["forget_acc"],
             "client_steps": cost.client_steps, "cost_ratio": cost.client_steps / max(self.retrain_steps, 1),
@@ -386,7 +428,11 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     for (method, sid), g in df.groupby(["method", "setting"], sort=False):
         ok = g[g.error == ""]
         sig = ok[ok.signal.astype(bool)]
-        abs_auc, abs_fr = t_interval(sig.d_auc.abs()), t_interval(sig.d_fr.abs())
+        both = (sig.d_auc.abs() + sig.d_auc_r.abs()) / 2 if "d_auc_r" in sig else sig.d_auc.abs()
+        abs_auc, abs_fr = t_interval(both), t_interval(sig.d_fr.abs())
+        relapse = t_interval(sig.relapse_auc) if "relapse_auc" in sig else t_interval([])
+        detected = int(sig.detected.astype(bool).sum()) if "detected" in sig else 0
+        retrain_detected = int(sig.retrain_detected.astype(bool).sum()) if "retrain_detected" in sig else 0
         d_auc, d_fr, d_test = t_interval(sig.d_auc), t_interval(sig.d_fr), t_interval(ok.d_test_acc)
         acc_ok = len(ok) > 0 and all(_acc_ok(s.d_test_acc) for _, s in ok.groupby("scenario"))
         worst_cost = float(ok.cost_ratio.max()) if len(ok) else math.nan
@@ -401,8 +447,11 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
             "d_fr": d_fr.mean, "d_fr_lo": d_fr.lo, "d_fr_hi": d_fr.hi,
             "d_test": d_test.mean, "d_test_lo": d_test.lo, "d_test_hi": d_test.hi,
             "worst_scenario_test": float(ok.groupby("scenario").d_test_acc.mean().min()) if len(ok) else math.nan,
+            "relapse_auc": relapse.mean, "relapse_auc_lo": relapse.lo, "relapse_auc_hi": relapse.hi,
+            "detected": detected, "retrain_detected": retrain_detected,
             "worst_cost_ratio": worst_cost, "acc_ok": bool(acc_ok), "cost_ok": bool(cost_ok),
-            "eligible": bool(acc_ok and cost_ok and failed == 0 and len(sig) > 0),
+            "detection_ok": bool(detected <= retrain_detected),
+            "eligible": bool(acc_ok and cost_ok and detected <= retrain_detected and failed == 0 and len(sig) > 0),
         })
     return pd.DataFrame(rows)
 
@@ -416,6 +465,7 @@ def choose(summary: pd.DataFrame) -> pd.DataFrame:
     s["chosen"], s["choice"] = False, ""
     for _method, g in s.groupby("method", sort=False):
         for label, pool in (("eligible", g[g.eligible]),
+                            ("fallback: accuracy and cost bounds", g[g.acc_ok & g.cost_ok & (g.failed == 0)]),
                             ("fallback: accuracy bound only", g[g.acc_ok & (g.failed == 0)]),
                             ("fallback: best objective", g[g.failed == 0])):
             pool = pool[np.isfinite(pool.key)]
@@ -457,27 +507,34 @@ def signal_table(df: pd.DataFrame) -> str:
 def summary_markdown(df: pd.DataFrame, meta: str = "") -> str:
     s = choose(summarise(df))
     out = ["# Tuning: every method on equal footing", "", meta, "",
-           ("Rule (`simulations/tune.py`, module docstring): per method, the setting with the smallest mean "
-           "|ΔAUC| to retrain right after the step over the tuning scenarios × seeds with signal (ties at 3 "
+           ("Rule (`simulations/tune.py`, module docstring): per method, the setting with the smallest mean of "
+           "(|ΔAUC| right after the step + |ΔAUC| after "
+           f"{RECOVERY_ROUNDS} more FedAvg rounds) / 2 over the tuning scenarios × seeds with signal (ties at 3 "
            f"decimals: smaller mean |ΔFR|), among settings whose paired test-accuracy gap is within noise "
-           f"(mean ≥ −{ACC_MARGIN} or its 95% t-interval reaching it) in every tuning scenario and whose client "
-           f"steps are ≤ {COST_BOUND} × retraining's to the event on every scenario and seed. "
-           "Gaps: method − retrain, paired per seed; ± is the 95% t-interval half-width across scenario × seed."),
+           f"(mean ≥ −{ACC_MARGIN} or its 95% t-interval reaching it) in every tuning scenario, whose client "
+           f"steps are ≤ {COST_BOUND} × retraining's to the event on every scenario and seed, and whose model the "
+           f"client-level test detects (p < {DETECTION_P}, at either point) in no more pairs with signal than "
+           "retrain's. Gaps: method − retrain, paired per seed; ± is the 95% t-interval half-width across "
+           "scenario × seed; relapse = ΔAUC after the recovery rounds − ΔAUC at the step."),
            "", "## Signal of the tuning scenarios", "", signal_table(df), "", "## Every setting", "",
-           ("| method | setting | params | default | pairs (signal) | mean abs ΔAUC | mean abs ΔFR | ΔAUC | ΔFR | "
-           "Δtest acc | worst scenario Δtest | worst cost (× retrain) | acc bound | cost bound | eligible | chosen |"),
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           ("| method | setting | params | default | pairs (signal) | objective | mean abs ΔFR | ΔAUC (step) | ΔFR | "
+           "relapse ΔAUC | detected (retrain) | Δtest acc | worst scenario Δtest | worst cost (× retrain) | "
+           "acc bound | cost bound | detection bound | eligible | chosen |"),
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in s.itertuples():
         out.append(
             f"| {r.method} | {r.setting} | {setting_text(json.loads(r.params))} | {'yes' if r.is_default else ''} | "
             f"{r.pairs} ({r.pairs_with_signal}){f', {r.failed} failed' if r.failed else ''} | "
             f"{_pm(r.abs_auc, r.abs_auc_lo, r.abs_auc_hi)} | {_pm(r.abs_fr, r.abs_fr_lo, r.abs_fr_hi)} | "
             f"{_pm(r.d_auc, r.d_auc_lo, r.d_auc_hi, signed=True)} | {_pm(r.d_fr, r.d_fr_lo, r.d_fr_hi, signed=True)} | "
+            f"{_pm(r.relapse_auc, r.relapse_auc_lo, r.relapse_auc_hi, signed=True)} | "
+            f"{r.detected} ({r.retrain_detected}) of {r.pairs_with_signal} | "
             f"{_pm(r.d_test, r.d_test_lo, r.d_test_hi, signed=True)} | {r.worst_scenario_test:+.3f} | "
             f"{r.worst_cost_ratio:.3f} | {'ok' if r.acc_ok else 'fails'} | {'ok' if r.cost_ok else 'fails'} | "
+            f"{'ok' if r.detection_ok else 'fails'} | "
             f"{'yes' if r.eligible else 'no'} | {('**' + r.choice + '**') if r.chosen else ''} |")
     out += ["", "## Chosen settings", "", ("| method | chosen | how | same as today's defaults | "
-            "mean abs ΔAUC | mean abs ΔFR | Δtest acc | worst cost |"), "|---|---|---|---|---|---|---|---|"]
+            "objective | mean abs ΔFR | Δtest acc | worst cost |"), "|---|---|---|---|---|---|---|---|"]
     for r in s[s.chosen].itertuples():
         out.append(f"| {r.method} | {setting_text(json.loads(r.params))} | {r.choice} | "
                    f"{'yes' if r.is_default else 'no (defaults: ' + setting_text(defaults_of(r.method)) + ')'} | "

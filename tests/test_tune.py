@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -105,6 +106,24 @@ def test_the_rule_falls_back_flagged_when_nothing_is_eligible():
     assert s.loc["s1", "chosen"] and s.loc["s1", "choice"] == "fallback: best objective"
 
 
+def test_relapse_counts_in_the_objective_and_detection_bounds_eligibility():
+    """A setting that matches retrain at the step but relapses loses to one
+    with a small gap at both points; one detected by the client-level test
+    more often than retrain is not eligible."""
+    rows = []
+    for seed in (1, 2, 3):
+        for setting, d_auc, d_auc_r, detected in (("relapses", 0.0, 0.12, False), ("steady", 0.03, 0.03, False),
+                                                   ("detected", 0.0, 0.0, seed == 1)):
+            r = _row("m", setting, "a", seed, d_auc)
+            rows.append({**r, "d_auc_r": d_auc_r, "relapse_auc": d_auc_r - d_auc, "detected": detected,
+                         "retrain_detected": False})
+    s = tune.choose(tune.summarise(pd.DataFrame(rows))).set_index("setting")
+    assert s.loc["relapses", "abs_auc"] == pytest.approx(0.06) and s.loc["steady", "abs_auc"] == pytest.approx(0.03)
+    assert s.loc["relapses", "relapse_auc"] == pytest.approx(0.12)
+    assert not s.loc["detected", "detection_ok"] and not s.loc["detected", "eligible"]
+    assert s.loc["steady", "chosen"] and s.loc["steady", "choice"] == "eligible"
+
+
 def test_tuning_scenarios_share_no_dataset_family_partitioner_or_model_with_a_reported_one():
     reported = [tune.triple(sc) for sc in tune.report_scenarios(1).values()]
     assert {r[0] for r in reported} == {"synthetic", "mnist5k"}  # the configs as they are today
@@ -142,3 +161,7 @@ def test_a_tiny_end_to_end_tuning_run(monkeypatch):
     assert s.groupby("method").chosen.sum().eq(int(df.signal.iloc[0])).all()
     text = tune.summary_markdown(df)
     assert "Chosen settings" in text and "nothing to tune" in text
+    # Every setting is judged again after the recovery rounds, with the client-level test at both points.
+    for col in ("auc_r", "d_auc_r", "relapse_auc", "client_p", "client_p_r", "detected", "retrain_detected"):
+        assert df[col].notna().all(), col
+    assert np.allclose(df.relapse_auc, df.d_auc_r - df.d_auc)
