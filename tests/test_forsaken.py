@@ -259,16 +259,19 @@ def test_client_level_z_sees_what_a_few_validation_samples_cannot():
     # the server's validation set: never-trained samples of the same distribution, many of them
     server = (torch.cat([clients[c].x_validation for c in (1, 2, 3)]),
               torch.cat([clients[c].y_validation for c in (1, 2, 3)]))
-    runs = {}
+    runs, warned = {}, {}
     for check in (False, True):
         fed = LocalFederation(lambda: build_model("mlp", shape, 4, [64], seed=0), clients, [0], 4,
                               server_validation=server)
         # target_se 3: with 2 validation samples the AUC band around chance is wider than [0, 1]
         get_method("forsaken", {"generator": "identity", "steps": 4, "client_check": check, "target_se": 3.0,
                                 "max_accuracy_drop": 1.0}).unlearn(copy.deepcopy(model), fed)
-        runs[check] = fed.logs[-1]
+        runs[check], warned[check] = fed.logs[-1], fed.runtime.warnings
     assert runs[False]["stop"] == "target" and runs[False]["steps"] == 0
+    # Without the client-level check it stops at once, and says so: a zero-step exit is never silent.
+    assert any("changed nothing (stop: target)" in w for w in warned[False])
     assert runs[True]["client_z"][0] > runs[True]["z_stop"] and runs[True]["steps"] > 0
+    assert not any("changed nothing" in w for w in warned[True])
 
 
 def test_client_level_z_is_null_for_a_client_the_model_never_saw():
@@ -302,6 +305,7 @@ def test_a_rejecting_guard_keeps_the_starting_state():
     strict = Rejecting(lambda: build_model("mlp", shape, 4, [64], seed=0), clients, [0], 4)
     out, _ = get_method("forsaken", {"generator": "identity"}).unlearn(copy.deepcopy(model), strict)
     assert strict.logs[-1]["stop"] == "accuracy_guard" and strict.logs[-1]["best_step"] == 0
+    assert any("changed nothing (stop: accuracy_guard)" in w for w in strict.runtime.warnings)
     for k, v in out.state_dict().items():
         assert torch.equal(v, model.state_dict()[k]), k
 

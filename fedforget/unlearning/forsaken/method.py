@@ -288,6 +288,11 @@ class Forsaken(UnlearningMethod):
         if stop == "target":
             best = (self._distance(ex, band), len(aucs) - 1, model.state_dict())
         model.load_state_dict(best[2])  # at an overshoot or the budget: the state closest to chance
+        if best[1] == 0:
+            # Never silent: the model leaves unchanged, which reads like "nothing to forget".
+            fed.warn(f"forsaken changed nothing (stop: {stop}): at the start its self-check AUC was {aucs[0]:.3f} "
+                     f"(band 0.5 ± {band:.3f}) and the client-level z {zs[0]:.2f} (stop at ± {p.z_stop:g}); "
+                     "what these checks cannot see (an attack with reference models, planted witnesses) may remain")
         fed.log(method=self.name, generator=p.generator, stop=stop, steps=len(aucs) - 1, best_step=best[1],
                 self_check_auc=aucs, client_z=zs, target_band=[0.5 - band, 0.5 + band], z_stop=p.z_stop,
                 mask_fraction=mask.changed_fraction(model), neurons={k: len(v) for k, v in mask.rows.items()})
