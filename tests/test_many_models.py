@@ -131,6 +131,12 @@ def test_directories_that_cannot_give_estimates(tmp_path):
     df.assign(sample_id=df.sample_id + 1000).to_parquet(root / "seed-6" / "scores.parquet")
     with pytest.raises(ManyModelsError, match="forget examples at round"):
         many_models(root)
+    bad = _seeds_dir(tmp_path / "nan", n=6)
+    df = pd.read_parquet(bad / "seed-2" / "scores.parquet")
+    df.loc[df.arm == "partial", "phi"] = np.nan
+    df.to_parquet(bad / "seed-2" / "scores.parquet")
+    with pytest.raises(ManyModelsError, match="non-finite phi for partial"):
+        many_models(bad)
 
 
 def test_cli_prints_writes_and_refuses(tmp_path, capsys):

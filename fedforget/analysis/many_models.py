@@ -64,7 +64,8 @@ class ManyModels:
         One row per (client, round, arm), :data:`SUMMARY_COLUMNS`. ``point`` is
         ``"step"`` (right after the event's unlearning step) or ``"final"``.
         ``signal`` is False where original's U-LiRA AUC interval includes 0.5
-        (nothing to forget that these models can show).
+        (nothing to forget that these models can show), None where original
+        was not scored there (unknown).
     examples : pd.DataFrame
         Per-example ε: client, round, arm, sample_id, eps.
     n_seeds : int
@@ -114,7 +115,11 @@ def _phi(runs: list[Run], arm: str, rnd: float, client: int) -> tuple[np.ndarray
         g = r.scores.get((arm, rnd, client))
         if g is None:
             return None
-        m = g[g["member"]].sort_values("sample_id")
+        m = g[g["member"]].sort_values("sample_id", kind="stable")
+        if m["sample_id"].duplicated().any():
+            raise ManyModelsError(f"{r.path}: client {client}'s forget examples repeat a sample id at round {rnd:g}")
+        if not np.all(np.isfinite(m["phi"].to_numpy(np.float64))):
+            raise ManyModelsError(f"{r.path}: non-finite phi for {arm} at round {rnd:g} (a diverged model?)")
         if ids is None:
             ids = m["sample_id"].to_numpy()
         elif not np.array_equal(ids, m["sample_id"].to_numpy()):
@@ -159,7 +164,8 @@ def _points(runs: list[Run]) -> list[tuple[int, float]]:
 def _arms(runs: list[Run], rnd: float, client: int) -> list[str]:
     present = set.intersection(*({a for (a, r, c) in run.scores if (r, c) == (rnd, client)} for run in runs))
     order = [ORIGINAL, *runs[0].scenario.get("unlearning", {}).get("methods", [])]
-    return [a for a in order if a in present] + sorted(present - set(order) - {RETRAIN})
+    present.discard(RETRAIN)  # retrain's row is the null, built apart
+    return [a for a in order if a in present] + sorted(present - set(order))
 
 
 def many_models(path: str | Path, *, n_boot: int = 200) -> ManyModels:
@@ -188,12 +194,18 @@ def many_models(path: str | Path, *, n_boot: int = 200) -> ManyModels:
         phi_r, ids = retrained
         # Retrain's null: its even seeds play the method, its odd seeds retrain.
         pairs = [(RETRAIN, phi_r[0::2], phi_r[1::2])]
-        pairs += [(arm, got[0], phi_r) for arm in _arms(runs, rnd, client)
-                  if (got := _phi(runs, arm, rnd, client)) is not None]
+        for arm in _arms(runs, rnd, client):
+            got = _phi(runs, arm, rnd, client)
+            if got is None:
+                continue
+            if not np.array_equal(got[1], ids):
+                raise ManyModelsError(f"{path}: {arm}'s forget examples for client {client} at round {rnd:g} "
+                                      "are not retrain's")
+            pairs.append((arm, got[0], phi_r))
         signal = None
         for arm, phi_u, phi_ref in pairs:
             row, eps = _row(client, rnd, arm, phi_u, phi_ref, runs, n_boot)
-            if arm == ORIGINAL:
+            if arm == ORIGINAL and np.isfinite(row["ulira_auc_lo"]) and np.isfinite(row["ulira_auc_hi"]):
                 signal = not row["ulira_auc_lo"] <= 0.5 <= row["ulira_auc_hi"]
             rows.append(row)
             examples.append(pd.DataFrame({"client": client, "round": rnd, "arm": arm, "sample_id": ids, "eps": eps}))

@@ -27,14 +27,14 @@ HEADERS = ("arm", "at", "models", "ε median", "ε p90", "share at ceiling (ceil
 MANY_MODELS_CAPTION = (
     "Per-example privacy from many models: each seed is one model per arm, all on the same data (data.seed). "
     "ε: per forget example, how well the method's models are told from retrained ones (the NeurIPS 2023 "
-    "unlearning challenge's estimator, false positive and negative rates at their Clopper-Pearson upper bounds, "
-    "δ = 1e-5); 'at ceiling': share of examples at the largest ε these models can show at all; forgetting "
+    "unlearning challenge's estimator, adapted: both directions of every threshold, false positive and negative "
+    "rates at their Clopper-Pearson upper bounds, so perfect separation gives a finite ceiling; δ = 1e-5); 'at ceiling': share of examples at the largest ε these models can show at all; forgetting "
     "quality: mean of 2^-k over examples, k = the example's ε bucket of width 0.5 (1 = nothing exposed). "
     "U-LiRA: each model in turn is the target, the others its per-example references (the method's "
     "models against retrained ones), AUC with a bootstrap interval over examples; 0.5 = an attacker who knows "
     "the method cannot tell. Attack AUC: the run's own oracle (members against non-members), mean ± 95% "
-    "interval over seeds. Retrain's row is the null (half its models against the other half); original kept "
-    "the client. 'Not told apart' with few models is not 'forgot': read the ceiling.")
+    "interval over seeds. Retrain's row is the null (half its models against the other half, so it rests on "
+    "half as many models and has a lower ceiling); original kept the client. 'Not told apart' with few models is not 'forgot': read the ceiling.")
 
 
 def try_many_models(path: str | Path) -> ManyModels | str:
@@ -55,6 +55,12 @@ def _interval(mean: float, lo: float, hi: float) -> str:
     return f"{_num(mean)} [{_num(lo)}, {_num(hi)}]"
 
 
+def _with_signal(text: str, signal: object) -> str:
+    if signal is None or (isinstance(signal, float) and math.isnan(signal)):
+        return f"{text} (signal unknown: original not scored)"
+    return text if bool(signal) else f"{text} ({NO_SIGNAL})"
+
+
 def _rows(summary: pd.DataFrame, client: int) -> list[list[str]]:
     rows = []
     for r in summary[summary.client == client].itertuples(index=False):
@@ -63,7 +69,7 @@ def _rows(summary: pd.DataFrame, client: int) -> list[list[str]]:
         ulira = _interval(d["ulira_auc"], d["ulira_auc_lo"], d["ulira_auc_hi"])
         rows.append([d["arm"], f"{d['point']} ({round_text(d['round'])})", f"{d['n_models']} vs {d['n_retrained']}",
                      _num(d["eps_median"]), _num(d["eps_p90"]), ceiling, _num(d["forgetting_quality"]),
-                     ulira if d["signal"] is not False else f"{ulira} ({NO_SIGNAL})",
+                     _with_signal(ulira, d["signal"]),
                      _num(d["ulira_tpr_at_1pct_fpr"]), f"{d['attack']} {_interval(d['attack_auc'], d['attack_auc_lo'], d['attack_auc_hi'])}"])
     return rows
 
