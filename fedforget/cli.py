@@ -78,8 +78,22 @@ def _run_and_print(sc, out: Path, args: argparse.Namespace) -> int:
         out = result.run_dir
         print(f"final test accuracy (original): {result.final():.4f}")
     _print_verdicts(out)
+    if args.seeds > 1 and sc.data.seed is not None:
+        _print_many_models(out)
     print(f"run directory: {out}  (report: {out / 'report.html'})")
     return 0
+
+
+def _print_many_models(out: Path) -> None:
+    """ε and U-LiRA after a seeds run on fixed data (the reason, when there are none)."""
+
+    try:
+        result = many_models(out)
+    except ManyModelsError as err:
+        print(f"no ε or U-LiRA: {err}\n")
+        return
+    print(many_models_text(result) + "\n")
+    result.write(out)
 
 
 def _print_verdicts(run_dir: Path) -> None:
