@@ -4,27 +4,14 @@ seed, and a sweep gives one block per cell."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.simulation_scripts import load_simulation
 
-
-def _load():
-    if "targets" in sys.modules:
-        return sys.modules["targets"]
-    spec = importlib.util.spec_from_file_location("targets", ROOT / "simulations" / "targets.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["targets"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-targets = _load()
+targets = load_simulation("targets")
 #: Per seed: forsaken's AUC gap, its client-level p (after the step and at the end), its step speed-up.
 SEEDS = [(0.004, 0.30, 20.0), (-0.003, 0.01, 18.0), (0.001, 0.40, 12.0)]
 

@@ -3,32 +3,17 @@ scenarios disjoint from the reported ones, and a tiny end-to-end run."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from fedforget import registry
+from tests.simulation_scripts import load_simulation
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _load():
-    if "tune" in sys.modules:
-        return sys.modules["tune"]
-    spec = importlib.util.spec_from_file_location("tune", ROOT / "simulations" / "tune.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["tune"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-tune = _load()
+tune = load_simulation("tune")
 TUNABLE = [m for m in tune.methods() if registry.methods.get(m).search_space]
 
 
