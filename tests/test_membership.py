@@ -83,7 +83,11 @@ def test_two_controls_are_audited_and_barely_forget(audited):
 
 def test_scores_parquet_per_sample(audited):
     sc = pd.read_parquet(audited.run_dir / "scores.parquet")
-    assert list(sc.columns) == ["arm", "round", "client", "sample_id", "member", "score", "decision"]
+    assert list(sc.columns) == ["arm", "round", "client", "sample_id", "member", "score", "decision", "phi"]
+    # phi is the logit-scaled confidence of the same model: with the loss attack, score = log p_y
+    p = np.exp(sc.score.to_numpy())
+    ok = (p > 1e-6) & (p < 1 - 1e-6)
+    np.testing.assert_allclose(sc.phi.to_numpy()[ok], np.log(p[ok]) - np.log1p(-p[ok]), rtol=1e-4, atol=1e-4)
     assert set(sc["round"]) == {3, 3.5, 5}  # before (calibration), right after unlearning, last
     one = sc[(sc.arm == "original") & (sc["round"] == 5) & (sc.client == 1)]
     from fedforget.data import federated_data_for
