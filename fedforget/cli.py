@@ -12,6 +12,7 @@ from pathlib import Path
 from fedforget import registry
 from fedforget.analysis import export
 from fedforget.analysis.many_models import ManyModelsError, many_models
+from fedforget.analysis.tables import STUDY_FILE
 from fedforget.config import ConfigError, load_scenario
 from fedforget.data import DataUnavailableError
 from fedforget.flower.deployment import flwr_run
@@ -183,17 +184,25 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_epsilon(args: argparse.Namespace) -> int:
 
-    try:
-        result = many_models(args.dir, n_boot=args.n_boot)
-    except (ManyModelsError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_CONFIG
-    print(many_models_text(result))
-    out = Path(args.out) if args.out else Path(args.dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = result.write(out)
-    print(f"\nwrote {', '.join(str(p) for p in written)}")
-    return 0
+    root = Path(args.dir)
+    if (root / STUDY_FILE).is_file():  # a sweep: every cell that is a seeds run on fixed data
+        cells = json.loads((root / STUDY_FILE).read_text())["cells"]
+        targets = [(root / c["dir"], ", ".join(f"{k} = {v}" for k, v in c["values"].items())) for c in cells]
+    else:
+        targets = [(root, "")]
+    done = 0
+    for path, label in targets:
+        try:
+            result = many_models(path, n_boot=args.n_boot)
+        except (ManyModelsError, FileNotFoundError) as err:
+            print(f"{'error: ' if not label else f'{label}: no estimate: '}{err}", file=sys.stderr)
+            continue
+        out = Path(args.out) / path.relative_to(root) if args.out else path
+        out.mkdir(parents=True, exist_ok=True)
+        print((f"{label}\n" if label else "") + many_models_text(result))
+        print(f"\nwrote {', '.join(str(p) for p in result.write(out))}\n")
+        done += 1
+    return 0 if done else EXIT_CONFIG
 
 
 METHODS_PREAMBLE = """\
@@ -397,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print the terminal verdict table (what `fedforget run` ends with) instead")
     rep.set_defaults(func=_cmd_report)
     eps = sub.add_parser("epsilon", help="per-example epsilon and U-LiRA of every arm from a seeds run on fixed data")
-    eps.add_argument("dir", help="a seeds directory (fedforget run CONFIG data.seed=0 --seeds 16) or a sweep cell")
+    eps.add_argument("dir", help="a seeds directory (fedforget run CONFIG data.seed=0 --seeds 16), or a sweep "
+                                 "(each cell)")
     eps.add_argument("--out", help="directory for many_models.csv and epsilon_examples.parquet (default: DIR)")
     eps.add_argument("--n-boot", type=int, default=200, help="bootstrap replicates of U-LiRA's AUC interval")
     eps.set_defaults(func=_cmd_epsilon)

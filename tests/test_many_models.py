@@ -149,6 +149,21 @@ def test_cli_prints_writes_and_refuses(tmp_path, capsys):
     assert "data.seed is unset" in capsys.readouterr().err
 
 
+def test_cli_on_a_sweep_estimates_each_cell_and_names_the_others(tmp_path, capsys):
+    root = tmp_path / "sweep"
+    _seeds_dir(root / "cell-000", n=6)
+    _seeds_dir(root / "cell-001", n=6, data_seed=None)
+    cells = [{"cell": i, "dir": f"cell-{i:03d}", "values": {"data.num_clients": str(n)}} for i, n in ((0, 5), (1, 10))]
+    (root / "study.json").write_text(json.dumps({"config": "x.toml", "axes": {"data.num_clients": ["5", "10"]},
+                                                 "zip": False, "seeds": 6, "cells": cells}))
+    assert main(["epsilon", str(root), "--n-boot", "20", "--out", str(tmp_path / "out")]) == 0
+    captured = capsys.readouterr()
+    assert "data.num_clients = 5" in captured.out and "U-LiRA AUC" in captured.out
+    assert "data.num_clients = 10: no estimate" in captured.err and "data.seed is unset" in captured.err
+    assert (tmp_path / "out" / "cell-000" / "many_models.csv").is_file()
+    assert not (tmp_path / "out" / "cell-001").exists()
+
+
 def test_text_and_html_show_every_arm(result):
     text = many_models_text(result)
     assert all(arm in text for arm in ("retrain", "original", "forget", "partial", "none"))
