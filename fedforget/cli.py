@@ -11,7 +11,12 @@ from pathlib import Path
 
 from fedforget import registry
 from fedforget.analysis import export
-from fedforget.analysis.many_models import ManyModelsError, many_models
+from fedforget.analysis.many_models import (
+    SUMMARY_FILE,
+    ManyModels,
+    ManyModelsError,
+    many_models,
+)
 from fedforget.analysis.tables import STUDY_FILE
 from fedforget.config import ConfigError, load_scenario
 from fedforget.data import DataUnavailableError
@@ -86,15 +91,15 @@ def _run_and_print(sc, out: Path, args: argparse.Namespace) -> int:
 
 
 def _print_many_models(out: Path) -> None:
-    """ε and U-LiRA after a seeds run on fixed data (the reason, when there are none)."""
+    """ε and U-LiRA after a seeds run on fixed data, as the report wrote them
+    (the reason, when there are none)."""
 
     try:
-        result = many_models(out)
+        result = ManyModels.read(out) if (out / SUMMARY_FILE).is_file() else many_models(out)
     except ManyModelsError as err:
         print(f"no ε or U-LiRA: {err}\n")
         return
     print(many_models_text(result) + "\n")
-    result.write(out)
 
 
 def _print_verdicts(run_dir: Path) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedforget.analysis.many_models import ManyModelsError, many_models
+from fedforget.analysis.many_models import ManyModels, ManyModelsError, many_models
 from fedforget.cli import main
 from fedforget.oracle.epsilon import resolvable_epsilon
 from fedforget.oracle.ulira import ulira, ulira_scores
@@ -162,6 +162,13 @@ def test_cli_on_a_sweep_estimates_each_cell_and_names_the_others(tmp_path, capsy
     assert "data.num_clients = 10: no estimate" in captured.err and "data.seed is unset" in captured.err
     assert (tmp_path / "out" / "cell-000" / "many_models.csv").is_file()
     assert not (tmp_path / "out" / "cell-001").exists()
+
+
+def test_written_tables_read_back_as_they_were(result, tmp_path):
+    result.write(tmp_path)
+    back = ManyModels.read(tmp_path)
+    assert back.n_seeds == result.n_seeds and many_models_text(back) == many_models_text(result)
+    pd.testing.assert_frame_equal(back.examples, result.examples)
 
 
 def test_text_and_html_show_every_arm(result):

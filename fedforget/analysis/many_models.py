@@ -39,6 +39,7 @@ from fedforget.schedule import ORIGINAL, RETRAIN
 
 __all__ = ["SUMMARY_COLUMNS", "ManyModels", "many_models"]
 
+SUMMARY_FILE, EXAMPLES_FILE = "many_models.csv", "epsilon_examples.parquet"
 #: Seeds below which nothing is estimated (retrain's null splits them in halves of MIN_MODELS).
 MIN_SEEDS = 2 * MIN_MODELS
 
@@ -76,10 +77,19 @@ class ManyModels:
     examples: pd.DataFrame
     n_seeds: int
 
+    @classmethod
+    def read(cls, out_dir: str | Path) -> ManyModels:
+        """The tables :meth:`write` wrote."""
+        out = Path(out_dir)
+        summary = pd.read_csv(out / SUMMARY_FILE)
+        summary["signal"] = summary["signal"].astype(object).where(summary["signal"].notna(), None)
+        n_seeds = int(summary.loc[summary.arm != RETRAIN, "n_models"].max())
+        return cls(summary, pd.read_parquet(out / EXAMPLES_FILE), n_seeds)
+
     def write(self, out_dir: str | Path) -> list[Path]:
         """``many_models.csv`` and ``epsilon_examples.parquet`` in ``out_dir``."""
         out = Path(out_dir)
-        paths = [out / "many_models.csv", out / "epsilon_examples.parquet"]
+        paths = [out / SUMMARY_FILE, out / EXAMPLES_FILE]
         self.summary.to_csv(paths[0], index=False)
         self.examples.to_parquet(paths[1], index=False)
         return paths
@@ -89,10 +99,12 @@ def _load_seeds(root: Path) -> list[Run]:
     if (root / "metrics.parquet").is_file():
         raise ManyModelsError(f"{root} is one run: ε and U-LiRA need a seeds run on fixed data "
                               "(fedforget run CONFIG data.seed=0 --seeds 16)")
-    dirs = [p for p in seed_dirs(root) if (p / "metrics.parquet").is_file()]
-    if len(dirs) < MIN_SEEDS:
-        raise ManyModelsError(f"{root}: {len(dirs)} finished seed-* runs; ε and U-LiRA need at least {MIN_SEEDS}")
-    runs = [load_run(p) for p in dirs]
+    return [load_run(p) for p in seed_dirs(root) if (p / "metrics.parquet").is_file()]
+
+
+def _check_seeds(root: Path, runs: list[Run]) -> None:
+    if len(runs) < MIN_SEEDS:
+        raise ManyModelsError(f"{root}: {len(runs)} finished seed-* runs; ε and U-LiRA need at least {MIN_SEEDS}")
     data_seeds = {r.scenario.get("data", {}).get("seed") for r in runs}
     if None in data_seeds or len(data_seeds) > 1:
         raise ManyModelsError(f"{root}: the seeds did not train on the same data (data.seed is "
@@ -104,7 +116,6 @@ def _load_seeds(root: Path) -> list[Run]:
         if any("phi" not in g.columns for g in r.scores.values()):
             raise ManyModelsError(f"{r.path}/scores.parquet has no phi column: it was written by an older "
                                   "fedforget; re-run the seeds")
-    return runs
 
 
 def _phi(runs: list[Run], arm: str, rnd: float, client: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -155,6 +166,14 @@ def _row(client: int, rnd: float, arm: str, phi_u: np.ndarray, phi_r: np.ndarray
     return row, eps.epsilons
 
 
+def _signal(original: dict | None) -> bool | None:
+    """Whether original's U-LiRA interval excludes 0.5; None where original
+    was not scored or has no interval."""
+    if original is None or not (np.isfinite(original["ulira_auc_lo"]) and np.isfinite(original["ulira_auc_hi"])):
+        return None
+    return not original["ulira_auc_lo"] <= 0.5 <= original["ulira_auc_hi"]
+
+
 def _points(runs: list[Run]) -> list[tuple[int, float]]:
     """(client, round) where every seed scored retrain: after each step, and the last round."""
     keys = set.intersection(*({(c, r) for (a, r, c) in run.scores if a == RETRAIN} for run in runs))
@@ -168,7 +187,7 @@ def _arms(runs: list[Run], rnd: float, client: int) -> list[str]:
     return [a for a in order if a in present] + sorted(present - set(order))
 
 
-def many_models(path: str | Path, *, n_boot: int = 200) -> ManyModels:
+def many_models(path: str | Path, *, n_boot: int = 200, runs: list[Run] | None = None) -> ManyModels:
     """ε and U-LiRA of every arm of a seeds run on fixed data.
 
     Parameters
@@ -178,6 +197,9 @@ def many_models(path: str | Path, *, n_boot: int = 200) -> ManyModels:
         ``data.seed`` set), or a sweep cell of them.
     n_boot : int
         Bootstrap replicates of U-LiRA's AUC interval (examples resampled).
+    runs : list of Run, optional
+        The seeds already loaded from ``path`` (a report has them), so they are
+        not read again.
 
     Raises
     ------
@@ -185,7 +207,8 @@ def many_models(path: str | Path, *, n_boot: int = 200) -> ManyModels:
         One run, fewer than 6 seeds, seeds on different data, or scores
         without ``phi``.
     """
-    runs = _load_seeds(Path(path))
+    runs = _load_seeds(Path(path)) if runs is None else runs
+    _check_seeds(Path(path), runs)
     rows, examples = [], []
     for client, rnd in _points(runs):
         retrained = _phi(runs, RETRAIN, rnd, client)
@@ -202,16 +225,13 @@ def many_models(path: str | Path, *, n_boot: int = 200) -> ManyModels:
                 raise ManyModelsError(f"{path}: {arm}'s forget examples for client {client} at round {rnd:g} "
                                       "are not retrain's")
             pairs.append((arm, got[0], phi_r))
-        signal = None
+        point = []
         for arm, phi_u, phi_ref in pairs:
             row, eps = _row(client, rnd, arm, phi_u, phi_ref, runs, n_boot)
-            if arm == ORIGINAL and np.isfinite(row["ulira_auc_lo"]) and np.isfinite(row["ulira_auc_hi"]):
-                signal = not row["ulira_auc_lo"] <= 0.5 <= row["ulira_auc_hi"]
-            rows.append(row)
+            point.append(row)
             examples.append(pd.DataFrame({"client": client, "round": rnd, "arm": arm, "sample_id": ids, "eps": eps}))
-        for row in rows:
-            if (row["client"], row["round"]) == (client, rnd):
-                row["signal"] = signal
+        signal = _signal(next((r for r in point if r["arm"] == ORIGINAL), None))
+        rows += [{**r, "signal": signal} for r in point]
     if not rows:
         raise ManyModelsError(f"{path}: no withdrawn client was scored by retrain in every seed")
     summary = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))

@@ -256,7 +256,8 @@ class MembershipOracle:
             raise ValueError("statistics must cover all calibration members and non-members, in order")
         idx = self._member_index(subset_mask)
         m_cols, n_cols = self._columns(idx)
-        m_score = self._score(member_stats.subset(idx), m_cols)
+        chosen = member_stats.subset(idx)
+        m_score = self._score(chosen, m_cols)
         n_score = self._score(nonmember_stats, n_cols)
         thr = self.attack.threshold
         m_dec, n_dec = m_score >= thr, n_score >= thr
@@ -292,7 +293,7 @@ class MembershipOracle:
             "decision_before": np.concatenate([before, self.before_nonmember]),
             # The logit-scaled confidence, whatever the attack: many models'
             # statistics (fedforget.analysis.many_models) read it across seeds.
-            "phi": np.concatenate([member_stats.subset(idx).logit_scaled, nonmember_stats.logit_scaled]),
+            "phi": np.concatenate([chosen.logit_scaled, nonmember_stats.logit_scaled]),
         }
         return OracleReport(
             metrics=metrics,

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from fedforget.analysis.many_models import ManyModels, ManyModelsError, many_models
+from fedforget.analysis.runs import Run
 from fedforget.analysis.stats import NO_SIGNAL, round_text
 from fedforget.report.html import esc, note_html, table_html
 
@@ -37,10 +38,11 @@ MANY_MODELS_CAPTION = (
     "half as many models and has a lower ceiling); original kept the client. 'Not told apart' with few models is not 'forgot': read the ceiling.")
 
 
-def try_many_models(path: str | Path) -> ManyModels | str:
-    """The estimates, or the one-line reason there are none."""
+def try_many_models(path: str | Path, runs: list[Run] | None = None) -> ManyModels | str:
+    """The estimates (from ``runs`` when the caller has loaded them), or the
+    one-line reason there are none."""
     try:
-        return many_models(path)
+        return many_models(path, runs=runs)
     except (ManyModelsError, FileNotFoundError) as err:
         return str(err)
 

@@ -759,6 +759,16 @@ def headline_html(run_dir: Path) -> str:
 def render_report(run_dir: str | Path) -> str:
     """The report of a run (or multi-seed) directory as one HTML string."""
     study = load_study(run_dir)
+    return _render(study, _many_models_of(study))
+
+
+def _many_models_of(study: Study) -> ManyModels | str | None:
+    """ε and U-LiRA of a seeds directory (or why there are none), from the
+    runs the study has loaded; None for one run."""
+    return try_many_models(study.root, runs=study.runs) if study.multi_seed and study.withdrawn else None
+
+
+def _render(study: Study, many: ManyModels | str | None) -> str:
     parts = [_header(study, headline_html(study.root) if study.withdrawn else ""), _warnings(study),
              _failures(study), _diverged(study)]
     if not study.withdrawn:
@@ -766,8 +776,6 @@ def render_report(run_dir: str | Path) -> str:
         parts.append(_global_section(study))
     else:
         parts.append(_global_section(study))
-        # ε and U-LiRA read every seed's models: a seeds directory only.
-        many = try_many_models(study.root) if study.multi_seed else None
         for client, rnd in study.withdrawn.items():
             parts.append(_client_section(study, client, rnd, many))
         parts.append(_controls_section(study))
@@ -783,7 +791,9 @@ def render_report(run_dir: str | Path) -> str:
 
 
 def write_report(run_dir: str | Path) -> Path:
-    """Write ``run_dir/report.html`` (atomically) and return its path.
+    """Write ``run_dir/report.html`` (atomically) and return its path; for a
+    seeds directory on fixed data, ``many_models.csv`` and
+    ``epsilon_examples.parquet`` beside it.
 
     Parameters
     ----------
@@ -805,7 +815,11 @@ def write_report(run_dir: str | Path) -> Path:
         from fedforget.report.study import write_study_report
 
         return write_study_report(root)
-    text = render_report(root)
+    study = load_study(root)
+    many = _many_models_of(study)
+    text = _render(study, many)
+    if isinstance(many, ManyModels):  # computed once: the tables beside the report
+        many.write(root)
     out = root / "report.html"
     atomic_write(out, lambda tmp: tmp.write_text(text, encoding="utf-8"), f".report.html.{os.getpid()}.tmp")
     return out
