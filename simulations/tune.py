@@ -319,8 +319,8 @@ class Bench:
     def judge(self, model) -> dict[str, float]:
         rep = self.oracle.evaluate(model).metrics
         x, y = self.fd.tensors(self.fd.train_ids[self.client])
-        loss = lambda ids: sample_statistics(model, *self.fd.tensors(ids)).loss
-        client = self.client_test.evaluate(-loss(self.fd.train_ids[self.client]), -loss(self.pool))
+        members = sample_statistics(model, *self.fd.tensors(self.fd.train_ids[self.client])).loss
+        client = self.client_test.evaluate(-members, -sample_statistics(model, *self.fd.tensors(self.pool)).loss)
         return {"fr": rep["fr"], "auc": rep["mia_auc"], "forget_acc": evaluate(model, x, y)[1],
                 "test_acc": evaluate(model, *self.fd.test())[1], "client_p": client["client_mia_pvalue"]}
 
